@@ -1,0 +1,24 @@
+# CPU kernels are compiled once per instruction set (like ATen's DispatchStub) and chosen at run
+# time from at::get_cpu_capability(), so one binary is fast on AVX-512 and still runs without AVX2.
+# The DEFAULT object must come first at link time: inline functions outside the capability
+# namespaces are then taken from the baseline build.
+set(WRPN_CPU_CAPABILITIES DEFAULT AVX2 AVX512)
+set(WRPN_CPU_FLAGS_DEFAULT "")
+set(WRPN_CPU_FLAGS_AVX2 -mavx2 -mfma -mf16c)
+set(WRPN_CPU_FLAGS_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c)
+
+# wrpn_add_cpu_kernels(<target> <sources...>): object libraries <target>_<CAP> for each capability.
+function(wrpn_add_cpu_kernels target)
+  set(objects "")
+  foreach(cap IN LISTS WRPN_CPU_CAPABILITIES)
+    set(lib ${target}_${cap})
+    add_library(${lib} OBJECT ${ARGN})
+    target_compile_definitions(${lib} PRIVATE CPU_CAPABILITY=${cap} CPU_CAPABILITY_${cap}
+                                               WRPN_CPU_CAPABILITY_${cap})
+    target_compile_options(${lib} PRIVATE ${WRPN_CPU_FLAGS_${cap}} -O3)
+    target_include_directories(${lib} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/wrpn/include)
+    target_link_libraries(${lib} PRIVATE torch)
+    list(APPEND objects $<TARGET_OBJECTS:${lib}>)
+  endforeach()
+  set(${target}_OBJECTS ${objects} PARENT_SCOPE)
+endfunction()

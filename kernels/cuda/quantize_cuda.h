@@ -1,0 +1,23 @@
+#pragma once
+// Host launchers of the fused CUDA quantizer kernels. Tensors are contiguous and on one CUDA
+// device; launches go on the current stream of that device.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "kernels/common/quant_math.h"
+
+namespace wrpn::cuda {
+
+/// out = fake_quant(x); mask (nullable) gets the packed straight-through mask.
+void fake_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                               kernels::QuantParams p);
+/// out = +-a by the sign of x, a read on the device from `scale` (0-dim float64); no host sync.
+void binary_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                                 const at::Tensor& scale);
+/// out = mask ? grad : 0.
+void masked_grad_backward_kernel(const at::Tensor& grad, const uint8_t* mask,
+                                 const at::Tensor& out);
+
+}  // namespace wrpn::cuda

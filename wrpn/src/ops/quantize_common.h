@@ -1,0 +1,42 @@
+#pragma once
+// Device-independent halves of the quantizer ops: argument checks, allocation and the choice of
+// kernel. Each backend (CPU here, CUDA in quantize_cuda_ops.cpp) passes its kernel launchers.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <tuple>
+
+#include "kernels/common/quant_math.h"
+
+namespace wrpn::ops {
+
+enum class QuantKind { Weight, Activation };
+
+/// Launchers of one backend. x/out contiguous; mask nullable; scale a 0-dim float64 tensor on
+/// x's device holding mean(|x|).
+struct Backend {
+  void (*fake_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                     kernels::QuantParams p);
+  void (*binary_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                       const at::Tensor& scale);
+  void (*masked_grad)(const at::Tensor& grad, const uint8_t* mask, const at::Tensor& out);
+};
+
+const char* op_name(QuantKind kind);
+
+/// Throws a c10::Error naming the op, the argument and the allowed values.
+void check_quant_args(QuantKind kind, const at::Tensor& x, int64_t bits);
+void check_masked_grad_args(const at::Tensor& grad, const at::Tensor& mask);
+
+/// Shape-only results (Meta kernels).
+std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::Tensor& x,
+                                                      int64_t bits);
+
+/// q and (when with_mask) the packed mask.
+std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& x, int64_t bits,
+                                                 bool with_mask, const Backend& backend);
+at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
+                               const Backend& backend);
+
+}  // namespace wrpn::ops

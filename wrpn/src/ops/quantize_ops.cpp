@@ -1,0 +1,227 @@
+// Schemas of the wrpn:: ops and their CPU, Meta and Autograd kernels. CUDA kernels are
+// registered in quantize_cuda_ops.cpp when the library is built with CUDA.
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "kernels/cpu/quantize_cpu.h"
+#include "wrpn/ops.h"
+#include "wrpn/src/ops/quantize_common.h"
+
+namespace wrpn {
+namespace ops {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// ---- CPU ----
+
+void cpu_fake_quant(const Tensor& x, const Tensor& out, uint8_t* mask, kernels::QuantParams p) {
+  cpu::cpu_kernels().fake_quant(x, out, mask, p);
+}
+void cpu_binary_quant(const Tensor& x, const Tensor& out, uint8_t* mask, const Tensor& scale) {
+  cpu::cpu_kernels().binary_quant(x, out, mask, scale.item<double>());
+}
+void cpu_masked_grad(const Tensor& grad, const uint8_t* mask, const Tensor& out) {
+  cpu::cpu_kernels().masked_grad(grad, mask, out);
+}
+constexpr Backend kCpu{&cpu_fake_quant, &cpu_binary_quant, &cpu_masked_grad};
+
+Tensor quantize_weight_cpu(const Tensor& w, int64_t bits) {
+  return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, kCpu));
+}
+Tensor quantize_activation_cpu(const Tensor& x, int64_t bits) {
+  return std::get<0>(quant_forward(QuantKind::Activation, x, bits, false, kCpu));
+}
+std::tuple<Tensor, Tensor> quantize_weight_forward_cpu(const Tensor& w, int64_t bits) {
+  return quant_forward(QuantKind::Weight, w, bits, true, kCpu);
+}
+std::tuple<Tensor, Tensor> quantize_activation_forward_cpu(const Tensor& x, int64_t bits) {
+  return quant_forward(QuantKind::Activation, x, bits, true, kCpu);
+}
+Tensor masked_grad_cpu(const Tensor& grad, const Tensor& mask) {
+  return masked_grad_forward(grad, mask, kCpu);
+}
+
+// ---- Meta ----
+
+Tensor quantize_weight_meta(const Tensor& w, int64_t bits) {
+  return std::get<0>(quant_forward_meta(QuantKind::Weight, w, bits));
+}
+Tensor quantize_activation_meta(const Tensor& x, int64_t bits) {
+  return std::get<0>(quant_forward_meta(QuantKind::Activation, x, bits));
+}
+std::tuple<Tensor, Tensor> quantize_weight_forward_meta(const Tensor& w, int64_t bits) {
+  return quant_forward_meta(QuantKind::Weight, w, bits);
+}
+std::tuple<Tensor, Tensor> quantize_activation_forward_meta(const Tensor& x, int64_t bits) {
+  return quant_forward_meta(QuantKind::Activation, x, bits);
+}
+Tensor masked_grad_meta(const Tensor& grad, const Tensor& mask) {
+  check_masked_grad_args(grad, mask);
+  return at::empty(grad.sizes(), grad.options());
+}
+
+// ---- Autograd ----
+
+Tensor call_masked_grad(const Tensor& grad, const Tensor& mask) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::_masked_grad", "")
+                       .typed<Tensor(const Tensor&, const Tensor&)>();
+  return op.call(grad, mask);
+}
+
+/// d(masked_grad)/d(grad) is the same mask, which gives double backward.
+class MaskedGradFunction : public torch::autograd::Function<MaskedGradFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& grad, const Tensor& mask) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({mask});
+    return call_masked_grad(grad, mask);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor mask = ctx->get_saved_variables()[0];
+    if (!grads[0].defined()) return {Tensor(), Tensor()};
+    return {MaskedGradFunction::apply(grads[0], mask), Tensor()};
+  }
+};
+
+/// Straight-through quantizer: saves only the packed mask (numel/8 bytes), never the input.
+class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, int64_t bits, bool weight) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, mask] = weight ? quantize_weight_with_mask(x, bits)
+                              : quantize_activation_with_mask(x, bits);
+    ctx->save_for_backward({mask});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor mask = ctx->get_saved_variables()[0];
+    if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor()};
+    return {MaskedGradFunction::apply(grads[0], mask), Tensor(), Tensor()};
+  }
+};
+
+bool needs_grad(const Tensor& x) { return at::GradMode::is_enabled() && x.requires_grad(); }
+
+Tensor quantize_weight_autograd(const Tensor& w, int64_t bits) {
+  check_quant_args(QuantKind::Weight, w, bits);
+  if (needs_grad(w)) return QuantizeFunction::apply(w, bits, true);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return quantize_weight(w, bits);
+}
+
+Tensor quantize_activation_autograd(const Tensor& x, int64_t bits) {
+  check_quant_args(QuantKind::Activation, x, bits);
+  if (needs_grad(x)) return QuantizeFunction::apply(x, bits, false);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return quantize_activation(x, bits);
+}
+
+Tensor masked_grad_autograd(const Tensor& grad, const Tensor& mask) {
+  check_masked_grad_args(grad, mask);
+  if (needs_grad(grad)) return MaskedGradFunction::apply(grad, mask);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return call_masked_grad(grad, mask);
+}
+
+}  // namespace
+}  // namespace ops
+
+TORCH_LIBRARY(wrpn, m) {
+  m.def("quantize_weight(Tensor w, int bits) -> Tensor");
+  m.def("quantize_activation(Tensor x, int bits) -> Tensor");
+  m.def("_quantize_weight_forward(Tensor w, int bits) -> (Tensor, Tensor)");
+  m.def("_quantize_activation_forward(Tensor x, int bits) -> (Tensor, Tensor)");
+  m.def("_masked_grad(Tensor grad, Tensor mask) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(wrpn, CPU, m) {
+  m.impl("quantize_weight", &ops::quantize_weight_cpu);
+  m.impl("quantize_activation", &ops::quantize_activation_cpu);
+  m.impl("_quantize_weight_forward", &ops::quantize_weight_forward_cpu);
+  m.impl("_quantize_activation_forward", &ops::quantize_activation_forward_cpu);
+  m.impl("_masked_grad", &ops::masked_grad_cpu);
+}
+
+TORCH_LIBRARY_IMPL(wrpn, Meta, m) {
+  m.impl("quantize_weight", &ops::quantize_weight_meta);
+  m.impl("quantize_activation", &ops::quantize_activation_meta);
+  m.impl("_quantize_weight_forward", &ops::quantize_weight_forward_meta);
+  m.impl("_quantize_activation_forward", &ops::quantize_activation_forward_meta);
+  m.impl("_masked_grad", &ops::masked_grad_meta);
+}
+
+TORCH_LIBRARY_IMPL(wrpn, Autograd, m) {
+  m.impl("quantize_weight", &ops::quantize_weight_autograd);
+  m.impl("quantize_activation", &ops::quantize_activation_autograd);
+  m.impl("_masked_grad", &ops::masked_grad_autograd);
+}
+
+// ---- public C++ API: through the dispatcher ----
+
+at::Tensor quantize_weight(const at::Tensor& w, int64_t bits) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::quantize_weight", "")
+                       .typed<at::Tensor(const at::Tensor&, int64_t)>();
+  return op.call(w, bits);
+}
+
+at::Tensor quantize_activation(const at::Tensor& x, int64_t bits) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::quantize_activation", "")
+                       .typed<at::Tensor(const at::Tensor&, int64_t)>();
+  return op.call(x, bits);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_weight_with_mask(const at::Tensor& w, int64_t bits) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::_quantize_weight_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  return op.call(w, bits);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tensor& x,
+                                                                 int64_t bits) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::_quantize_activation_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  return op.call(x, bits);
+}
+
+at::Tensor masked_grad(const at::Tensor& grad, const at::Tensor& mask) {
+  return ops::call_masked_grad(grad, mask);
+}
+
+at::Tensor unpack_mask(const at::Tensor& mask, int64_t numel) {
+  TORCH_CHECK(mask.scalar_type() == at::kByte, "wrpn::unpack_mask: 'mask' must be uint8, got ",
+              mask.scalar_type());
+  TORCH_CHECK(numel >= 0 && mask.numel() == kernels::mask_bytes(numel),
+              "wrpn::unpack_mask: a mask of ", mask.numel(), " bytes cannot hold ", numel,
+              " elements (expected ceil(numel/8) bytes)");
+  const at::Tensor shifts = at::arange(8, mask.options());
+  const at::Tensor bits = mask.reshape({-1, 1}).bitwise_right_shift(shifts).bitwise_and(1);
+  return bits.reshape({-1}).narrow(0, 0, numel).to(at::kBool);
+}
+
+at::Tensor pack_mask(const at::Tensor& bits) {
+  TORCH_CHECK(bits.scalar_type() == at::kBool, "wrpn::pack_mask: 'bits' must be bool, got ",
+              bits.scalar_type());
+  const int64_t n = bits.numel();
+  const int64_t nbytes = kernels::mask_bytes(n);
+  at::Tensor flat = at::zeros({nbytes * 8}, bits.options().dtype(at::kByte));
+  flat.narrow(0, 0, n).copy_(bits.reshape({-1}));
+  const at::Tensor weights = at::bitwise_left_shift(at::ones({8}, flat.options()),
+                                                    at::arange(8, flat.options()));
+  return flat.reshape({nbytes, 8}).mul(weights).sum(1, false, at::kByte);
+}
+
+std::string cpu_kernel_capability() { return cpu::cpu_kernels().capability; }
+
+void set_cpu_kernel_capability(const std::string& name) { cpu::force_capability(name); }
+
+}  // namespace wrpn
