@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and builds wrpn into build/ (Release). Idempotent: a second run only
+# rebuilds what changed.
+#   - Debian -dev packages the build needs (Catch2, fmt, nlohmann_json, ccache, image codecs)
+#   - .venv/ with torch==2.11.0 from PyPI (LibTorch is taken from it)
+#   - the built-in digits dataset (from Debian's python3-sklearn package file, not installed)
+#   - cmake configure + build; CUDA kernels too whenever nvcc is found (no GPU needed)
+# Environment: WRPN_BUILD_DIR (default build), WRPN_BUILD_TYPE (default Release),
+#              WRPN_JOBS (default nproc), WRPN_SKIP_APT=1 to skip the package step.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD_DIR="${WRPN_BUILD_DIR:-build}"
+BUILD_TYPE="${WRPN_BUILD_TYPE:-Release}"
+JOBS="${WRPN_JOBS:-$(nproc)}"
+TORCH_VERSION="2.11.0"
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages (only the missing ones).
+APT_PACKAGES=(cmake g++ catch2 libfmt-dev nlohmann-json3-dev ccache python3-venv)
+if [[ "${WRPN_SKIP_APT:-0}" != 1 ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+# 2. Python virtual environment with LibTorch.
+PY=.venv/bin/python
+if [[ ! -x "$PY" ]]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null; then
+  log "installing torch==$TORCH_VERSION into .venv (pip's cache makes later runs fast)"
+  "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy
+fi
+TORCH_PREFIX="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+
+# 3. Data (optional pieces live in their own script).
+if [[ -x scripts/fetch_data.sh ]]; then scripts/fetch_data.sh; fi
+
+# 4. Configure and build.
+if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+  log "configuring $BUILD_DIR ($BUILD_TYPE)"
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DWRPN_PYTHON="$ROOT/$PY" >"$BUILD_DIR.configure.log" 2>&1 \
+    || { cat "$BUILD_DIR.configure.log"; exit 1; }
+fi
+log "building $BUILD_DIR with $JOBS jobs"
+cmake --build "$BUILD_DIR" -j "$JOBS"
+log "done: $BUILD_DIR"
