@@ -17,7 +17,8 @@ TORCH_VERSION="2.11.0"
 log() { printf '[setup] %s\n' "$*"; }
 
 # 1. Debian packages (only the missing ones).
-APT_PACKAGES=(cmake g++ catch2 libfmt-dev nlohmann-json3-dev ccache python3-venv)
+APT_PACKAGES=(cmake g++ catch2 libfmt-dev nlohmann-json3-dev ccache python3-venv
+              zlib1g-dev libjpeg-dev libpng-dev)
 if [[ "${WRPN_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -49,9 +50,10 @@ if [[ -x scripts/fetch_data.sh ]]; then scripts/fetch_data.sh; fi
 # 4. Configure and build.
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   log "configuring $BUILD_DIR ($BUILD_TYPE)"
+  mkdir -p "$BUILD_DIR"
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
-    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DWRPN_PYTHON="$ROOT/$PY" >"$BUILD_DIR.configure.log" 2>&1 \
-    || { cat "$BUILD_DIR.configure.log"; exit 1; }
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DWRPN_PYTHON="$ROOT/$PY" >"$BUILD_DIR/configure.log" 2>&1 \
+    || { cat "$BUILD_DIR/configure.log"; exit 1; }
 fi
 log "building $BUILD_DIR with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS"

@@ -50,6 +50,10 @@ struct ScalarMath {
   WRPN_HD static float round_even(float x) { return rintf(x); }
   WRPN_HD static double round_even(double x) { return rint(x); }
   template <typename T>
+  WRPN_HD static T divide(T a, T b) {
+    return a / b;
+  }
+  template <typename T>
   WRPN_HD static bool in_range(T x, T lo, T hi) {
     return x >= lo && x <= hi;  // false for NaN and +-inf
   }
@@ -61,9 +65,10 @@ struct ScalarMath {
 
 /// q = round_half_even(clamp(x, lo, hi) * scale) / scale. A true division, not a multiply by
 /// the reciprocal: that is what makes q bit-identical to the ATen composite and across devices.
+/// M::divide may take another route only where it returns the same bits as the division.
 template <typename M, typename V>
 WRPN_HD V fake_quant(V x, V lo, V hi, V scale) {
-  return M::round_even(M::clamp(x, lo, hi) * scale) / scale;
+  return M::divide(M::round_even(M::clamp(x, lo, hi) * scale), scale);
 }
 
 /// Straight-through mask: true where the gradient passes, lo <= x <= hi.

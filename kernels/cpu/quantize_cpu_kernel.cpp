@@ -12,6 +12,7 @@
 #endif
 
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/common/quant_math.h"
 #include "kernels/cpu/quantize_cpu.h"
@@ -33,21 +34,101 @@ using VecD = at::vec::Vectorized<double>;
 constexpr int64_t kUnit = 64;
 constexpr int64_t kGrainUnits = 1024;  // 64K elements per task
 
+#if defined(CPU_CAPABILITY_AVX512)
+/// A comparison result held as bits (AVX-512 mask register contents), lane i in bit i.
+/// at::vec's comparisons return all-ones vector lanes that blendv turns back into a mask; on
+/// AVX-512 that round trip (vpmovm2d, vpcmpeqd) made the forward about 4x slower than the
+/// division-bound loop, so the AVX-512 policy keeps comparisons in mask registers.
+struct LaneMask {
+  uint32_t bits;
+};
+
+template <int kPredicate>
+inline uint32_t compare(const Vec& a, const Vec& b) {
+  return _mm512_cmp_ps_mask(a, b, kPredicate);
+}
+template <int kPredicate>
+inline uint32_t compare(const VecD& a, const VecD& b) {
+  return _mm512_cmp_pd_mask(a, b, kPredicate);
+}
+/// Lane i from b where bit i of k is set, else from a.
+inline Vec select(uint32_t k, const Vec& a, const Vec& b) {
+  return _mm512_mask_blend_ps(static_cast<__mmask16>(k), a, b);
+}
+inline VecD select(uint32_t k, const VecD& a, const VecD& b) {
+  return _mm512_mask_blend_pd(static_cast<__mmask8>(k), a, b);
+}
+#endif
+
 /// Vector policy for the shared templates in kernels/common/quant_math.h.
 template <typename VT>
 struct VecMath {
   static VT clamp(VT x, VT lo, VT hi) {
-    // blendv keeps x wherever the comparison is false, so NaN passes through unchanged.
-    x = VT::blendv(x, lo, x < lo);
-    return VT::blendv(x, hi, x > hi);
+    // min(hi, max(lo, x)) on every build: max and min return x when it is NaN, and x when it
+    // equals the bound (so -0 stays -0), exactly like ScalarMath::clamp.
+    return at::vec::clamp(x, lo, hi);
   }
   static VT round_even(VT x) { return x.round(); }
+  static VT divide(VT a, VT b) { return a / b; }
+#if defined(CPU_CAPABILITY_AVX512)
+  static LaneMask in_range(VT x, VT lo, VT hi) {
+    return {compare<_CMP_GE_OQ>(x, lo) & compare<_CMP_LE_OQ>(x, hi)};
+  }
+  static VT sign_select(VT x, VT a) {
+    const VT r = select(compare<_CMP_GE_OQ>(x, VT(0)), x, a);
+    return select(compare<_CMP_LT_OQ>(x, VT(0)), r, VT(0) - a);
+  }
+#else
   static VT in_range(VT x, VT lo, VT hi) { return (x >= lo) & (x <= hi); }
   static VT sign_select(VT x, VT a) {
     VT r = VT::blendv(x, a, x >= VT(0));
     return VT::blendv(r, VT(0) - a, x < VT(0));
   }
+#endif
 };
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+inline Vec fmsub(const Vec& a, const Vec& b, const Vec& c) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_fmsub_ps(a, b, c);
+#else
+  return _mm256_fmsub_ps(a, b, c);
+#endif
+}
+inline Vec fnmadd(const Vec& a, const Vec& b, const Vec& c) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return _mm512_fnmadd_ps(a, b, c);
+#else
+  return _mm256_fnmadd_ps(a, b, c);
+#endif
+}
+
+/// VecMath with a division by a quantizer level count s = 2^m - 1 (m = 1..16) done as
+/// q0 = r * (1/s) plus one FMA correction step (Markstein's), for r = round(c * s) with
+/// |c| <= 1: an integer-valued |r| <= s, +-0 or NaN. Over that whole domain (every r, every s)
+/// it returns the same bits as r / s, signed zeros and NaN payloads included, as an exhaustive
+/// check confirmed; it avoids vdivps, whose throughput bounded the kernels, fp16/bf16 most.
+struct LevelDivMath : VecMath<Vec> {
+  static Vec divide(Vec r, Vec s) {
+    const Vec inv = Vec(1.0f) / s;  // loop-invariant: hoisted out of the kernel loops
+    const Vec q0 = r * inv;
+    return fnmadd(fmsub(q0, s, r), inv, q0);
+  }
+};
+
+/// Whether LevelDivMath::divide is exact for these parameters (see there).
+bool level_division_exact(const QuantParams& p) {
+  if (!(p.lo >= -1.0f && p.hi <= 1.0f)) return false;
+  for (int m = 1; m <= 16; ++m) {
+    if (p.scale == static_cast<float>((1 << m) - 1)) return true;
+  }
+  return false;
+}
+#endif
+
+#if defined(CPU_CAPABILITY_AVX512)
+inline uint32_t lane_bits(LaneMask m) { return m.bits; }
+#endif
 
 /// Bit i set where lane i of a comparison result is all-ones.
 inline uint32_t lane_bits(const Vec& m) {
@@ -112,22 +193,35 @@ void scalar_tail(const scalar_t* x, scalar_t* out, MaskWriter* mw, int64_t i, in
   if (mw && count) mw->push(bits, count);
 }
 
-template <typename Op>
-void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64_t end,
-                 const Op& op) {
-  MaskWriter mw{mask ? mask + begin / kMaskBits : nullptr};
-  MaskWriter* mwp = mask ? &mw : nullptr;
-  int64_t i = begin;
-  for (; i + Vec::size() <= end; i += Vec::size()) {
-    const Vec v = Vec::loadu(x + i);
-    op.template value<VecMath<Vec>>(v).store(out + i);
-    if (mwp) mw.push(lane_bits(op.template pass<VecMath<Vec>>(v)), Vec::size());
+/// Writes the mask bits of elements [i, i + count), i and count multiples of 8.
+inline void store_mask_bits(uint8_t* mask, int64_t i, uint64_t bits, int count) {
+  for (int b = 0; b < count / kMaskBits; ++b) {
+    mask[i / kMaskBits + b] = static_cast<uint8_t>(bits >> (kMaskBits * b));
   }
-  scalar_tail<float, float>(x, out, mwp, i, end, op);
-  if (mwp) mw.flush();
 }
 
-template <typename Op>
+template <typename M, typename Op>
+void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64_t end,
+                 const Op& op) {
+  int64_t i = begin;
+  if (mask) {
+    for (; i + Vec::size() <= end; i += Vec::size()) {
+      const Vec v = Vec::loadu(x + i);
+      op.template value<M>(v).store(out + i);
+      store_mask_bits(mask, i, lane_bits(op.template pass<M>(v)), Vec::size());
+    }
+  } else {
+    for (; i + Vec::size() <= end; i += Vec::size()) {
+      op.template value<M>(Vec::loadu(x + i)).store(out + i);
+    }
+  }
+  MaskWriter mw{mask ? mask + i / kMaskBits : nullptr};
+  scalar_tail<float, float>(x, out, mask ? &mw : nullptr, i, end, op);
+  if (mask) mw.flush();
+}
+
+// M is the policy for float vectors; double always divides truly (VecMath<VecD>).
+template <typename M, typename Op>
 void quant_range(const double* x, double* out, uint8_t* mask, int64_t begin, int64_t end,
                  const Op& op) {
   MaskWriter mw{mask ? mask + begin / kMaskBits : nullptr};
@@ -142,29 +236,81 @@ void quant_range(const double* x, double* out, uint8_t* mask, int64_t begin, int
   if (mwp) mw.flush();
 }
 
+/// Narrows two float vectors to one fp16/bf16 vector, rounding to nearest even.
+struct AtenNarrow {
+  template <typename scalar_t>
+  static at::vec::Vectorized<scalar_t> narrow(const Vec& a, const Vec& b) {
+    return at::vec::convert_from_float<scalar_t>(a, b);
+  }
+};
+
+#if defined(CPU_CAPABILITY_AVX512)
+/// bf16 narrowing in one AVX512-BF16 instruction instead of at::vec's integer sequence, which
+/// bounded the bf16 forward. vcvtne2ps2bf16 rounds to nearest even like that sequence and flushes
+/// denormals, which the quantizer never outputs (q is 0 or |q| >= 1/65535); a NaN keeps its
+/// payload where at::vec writes 0xffff, both NaN.
+struct Bf16Narrow {
+  template <typename scalar_t>
+  __attribute__((target("avx512bf16"))) static at::vec::Vectorized<scalar_t> narrow(const Vec& a,
+                                                                                    const Vec& b) {
+    return at::vec::Vectorized<scalar_t>(reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a)));
+  }
+};
+
+bool cpu_has_avx512bf16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+#endif
+
 // fp16 / bf16: widen to two float vectors, compute in fp32, narrow back (spec: "computed in fp32").
-template <typename scalar_t, typename Op>
-void quant_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin, int64_t end,
-                 const Op& op) {
+template <typename M, typename Narrow, typename scalar_t, typename Op>
+inline void reduced_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin,
+                          int64_t end, const Op& op) {
   using VecR = at::vec::Vectorized<scalar_t>;
-  MaskWriter mw{mask ? mask + begin / kMaskBits : nullptr};
-  MaskWriter* mwp = mask ? &mw : nullptr;
   int64_t i = begin;
   for (; i + VecR::size() <= end; i += VecR::size()) {
     auto [a, b] = at::vec::convert_to_float<scalar_t>(VecR::loadu(x + i));
-    const Vec qa = op.template value<VecMath<Vec>>(a);
-    const Vec qb = op.template value<VecMath<Vec>>(b);
-    at::vec::convert_from_float<scalar_t>(qa, qb).store(out + i);
-    if (mwp) {
-      mw.push(lane_bits(op.template pass<VecMath<Vec>>(a)), Vec::size());
-      mw.push(lane_bits(op.template pass<VecMath<Vec>>(b)), Vec::size());
+    const Vec qa = op.template value<M>(a);
+    const Vec qb = op.template value<M>(b);
+    Narrow::template narrow<scalar_t>(qa, qb).store(out + i);
+    if (mask) {
+      const uint64_t bits = lane_bits(op.template pass<M>(a)) |
+                            static_cast<uint64_t>(lane_bits(op.template pass<M>(b))) << Vec::size();
+      store_mask_bits(mask, i, bits, VecR::size());
     }
   }
-  scalar_tail<scalar_t, float>(x, out, mwp, i, end, op);
-  if (mwp) mw.flush();
+  MaskWriter mw{mask ? mask + i / kMaskBits : nullptr};
+  scalar_tail<scalar_t, float>(x, out, mask ? &mw : nullptr, i, end, op);
+  if (mask) mw.flush();
 }
 
-template <typename Op>
+#if defined(CPU_CAPABILITY_AVX512)
+// flatten inlines the loop, and Bf16Narrow::narrow into it, under the avx512bf16 target.
+template <typename M, typename Op>
+__attribute__((target("avx512bf16"), flatten)) void quant_range_bf16_native(
+    const at::BFloat16* x, at::BFloat16* out, uint8_t* mask, int64_t begin, int64_t end,
+    const Op& op) {
+  reduced_range<M, Bf16Narrow>(x, out, mask, begin, end, op);
+}
+#endif
+
+template <typename M, typename scalar_t, typename Op>
+void quant_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin, int64_t end,
+                 const Op& op) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
+    if (cpu_has_avx512bf16()) {
+      quant_range_bf16_native<M>(x, out, mask, begin, end, op);
+      return;
+    }
+  }
+#endif
+  reduced_range<M, AtenNarrow>(x, out, mask, begin, end, op);
+}
+
+// M: the vector policy for float vectors (fp32, and fp16/bf16 widened to fp32).
+template <typename M, typename Op>
 void quant_loop(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, const Op& op) {
   const int64_t n = x.numel();
   if (n == 0) return;
@@ -173,17 +319,23 @@ void quant_loop(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, const
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op_ = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, units, kGrainUnits, [&](int64_t ub, int64_t ue) {
-      quant_range(xp, op_, mask, ub * kUnit, std::min(ue * kUnit, n), op);
+      quant_range<M>(xp, op_, mask, ub * kUnit, std::min(ue * kUnit, n), op);
     });
   });
 }
 
 void fake_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, QuantParams p) {
-  quant_loop(x, out, mask, FakeQuantOp{p});
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  if (level_division_exact(p)) {
+    quant_loop<LevelDivMath>(x, out, mask, FakeQuantOp{p});
+    return;
+  }
+#endif
+  quant_loop<VecMath<Vec>>(x, out, mask, FakeQuantOp{p});
 }
 
 void binary_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, double a) {
-  quant_loop(x, out, mask, BinaryOp{a});
+  quant_loop<VecMath<Vec>>(x, out, mask, BinaryOp{a});
 }
 
 // ---- backward: out = mask ? grad : 0, on raw element bits (no dtype conversion needed) ----

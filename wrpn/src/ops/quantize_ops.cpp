@@ -182,6 +182,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_weight_with_mask(const at::Tensor& w
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("wrpn::_quantize_weight_forward", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  // An undefined tensor has no dispatch key, so the op's own check would never run.
+  TORCH_CHECK(w.defined(), "wrpn::quantize_weight: argument 'w' is an undefined tensor");
   return op.call(w, bits);
 }
 
@@ -190,6 +192,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tenso
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("wrpn::_quantize_activation_forward", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  TORCH_CHECK(x.defined(), "wrpn::quantize_activation: argument 'x' is an undefined tensor");
   return op.call(x, bits);
 }
 

@@ -1,0 +1,489 @@
+#include "app/train.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <wrpn/data.h>
+#include <wrpn/models/checkpoint.h>
+#include <wrpn/models/cost.h>
+#include <wrpn/models/registry.h>
+#include <wrpn/nn/init.h>
+#include <wrpn/version.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace wrpn::app {
+namespace {
+
+using nlohmann::json;
+
+std::atomic<bool> g_stop{false};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t split_size(const data::AnyDataset& ds, int64_t limit) {
+  const auto n = static_cast<int64_t>(ds.size().value_or(0));
+  return limit > 0 ? std::min(n, limit) : n;
+}
+
+/// The examples at `idx` as one batch: sliced from memory, or decoded by `workers` threads.
+torch::data::Example<> get_batch(data::AnyDataset& ds, const torch::Tensor& idx, int64_t epoch,
+                                 int64_t workers) {
+  if (const data::TensorData* t = ds.tensors()) return t->batch(idx, epoch);
+  ds.set_epoch(epoch);
+  const int64_t n = idx.numel();
+  const auto* ip = idx.const_data_ptr<int64_t>();
+  std::vector<torch::data::Example<>> ex(static_cast<size_t>(n));
+  const int64_t nt = std::max<int64_t>(1, std::min(workers, n));
+  std::vector<std::thread> pool;
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  for (int64_t t = 0; t < nt; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (int64_t i = t; i < n; i += nt) ex[i] = ds.get(static_cast<size_t>(ip[i]));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        error = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+  std::vector<torch::Tensor> xs, ys;
+  for (auto& e : ex) {
+    xs.push_back(e.data);
+    ys.push_back(e.target);
+  }
+  return {torch::stack(xs), torch::stack(ys)};
+}
+
+/// bf16 autocast on CUDA for the scope (no scaler needed for bf16).
+class Autocast {
+ public:
+  explicit Autocast(bool on) : on_(on) {
+    if (on_) {
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+    }
+  }
+  ~Autocast() {
+    if (on_) {
+      at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::clear_cache();
+    }
+  }
+
+ private:
+  bool on_;
+};
+
+EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, int64_t limit,
+                    torch::Device device, int64_t batch_size, int64_t workers, bool amp) {
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const double t0 = now_s();
+  EvalResult r;
+  const int64_t n = split_size(ds, limit);
+  double loss_sum = 0.0;
+  int64_t c1 = 0, c5 = 0;
+  for (int64_t b = 0; b < n; b += batch_size) {
+    const auto idx = torch::arange(b, std::min(n, b + batch_size), torch::kLong);
+    auto batch = get_batch(ds, idx, 0, workers);
+    const auto x = batch.data.to(device), y = batch.target.to(device);
+    torch::Tensor logits;
+    {
+      Autocast ac(amp && device.is_cuda());
+      logits = model.forward(x);
+    }
+    logits = logits.to(torch::kFloat);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    c1 += train::topk_correct(logits, y, 1);
+    c5 += train::topk_correct(logits, y, 5);
+  }
+  model.train(was_training);
+  r.images = n;
+  r.loss = n ? loss_sum / n : 0.0;
+  r.top1 = n ? static_cast<double>(c1) / n : 0.0;
+  r.top5 = n ? static_cast<double>(c5) / n : 0.0;
+  r.seconds = now_s() - t0;
+  r.images_per_second = r.seconds > 0 ? n / r.seconds : 0.0;
+  return r;
+}
+
+data::DatasetOptions dataset_options(const TrainOptions& o, bool train) {
+  data::DatasetOptions d;
+  d.augment(train && o.augment)
+      .flip(o.dataset != "digits")  // a mirrored digit is another glyph
+      .padding(o.dataset == "digits" ? 2 : 4)
+      .seed(o.seed)
+      .image_size(o.image_size)
+      .resize_size(std::max<int64_t>(o.image_size, o.image_size * 8 / 7));
+  return d;
+}
+
+std::string optimizer_blob(torch::optim::Optimizer& opt) {
+  torch::serialize::OutputArchive ar;
+  opt.save(ar);
+  std::ostringstream ss;
+  ar.save_to(ss);
+  return ss.str();
+}
+
+/// Keeps the metrics of epochs 1..epochs only: what a run resumed from that checkpoint owns.
+void prune_metrics(const std::string& path, int64_t epochs) {
+  if (!train::path_exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("epoch", int64_t{0}) <= epochs) kept += line + "\n";
+  }
+  train::atomic_write(path, kept);
+}
+
+double mean_zero_fraction(models::ClassifierImpl& model) {
+  // Over every quantized weight, as the cost report defines it.
+  const auto report = models::cost_report(model, 0, 0, false);
+  return report.totals.zero_fraction;
+}
+
+}  // namespace
+
+void request_stop() { g_stop.store(true); }
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  torch::Device d(name);  // throws on a malformed name
+  TORCH_CHECK(!d.is_cuda() || torch::cuda::is_available(), "device '", name,
+              "' was asked for, but no CUDA device is available (use --device cpu or auto)");
+  return d;
+}
+
+void TrainOptions::validate() const {
+  precision.validate();
+  (void)nn::weight_init_from_string(init);
+  (void)models::model_info(model);
+  schedule.validate();
+  TORCH_CHECK_VALUE(epochs >= 1, "--epochs must be >= 1, got ", epochs);
+  TORCH_CHECK_VALUE(batch_size >= 2, "--batch-size must be >= 2 (BatchNorm), got ", batch_size);
+  TORCH_CHECK_VALUE(eval_batch_size >= 1, "--eval-batch-size must be >= 1, got ", eval_batch_size);
+  TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK_VALUE(!nesterov || momentum > 0, "--nesterov needs --momentum > 0");
+  TORCH_CHECK_VALUE(weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing < 1,
+                    "--label-smoothing must be in [0, 1), got ", label_smoothing);
+  TORCH_CHECK_VALUE(limit_train >= 0 && limit_test >= 0, "--limit-* must be >= 0");
+  TORCH_CHECK_VALUE(workers >= 1, "--workers must be >= 1, got ", workers);
+  TORCH_CHECK_VALUE(threads >= 0, "--threads must be >= 0, got ", threads);
+  TORCH_CHECK_VALUE(image_size >= 8, "--image-size must be >= 8, got ", image_size);
+  TORCH_CHECK_VALUE(!run_dir.empty(), "--run-dir must not be empty");
+}
+
+json TrainOptions::to_json() const {
+  return {{"model", model},
+          {"precision", json::parse(precision.to_json(-1))},
+          {"init", init},
+          {"dataset", dataset},
+          {"data_root", data_root},
+          {"augment", augment},
+          {"image_size", image_size},
+          {"limit_train", limit_train},
+          {"limit_test", limit_test},
+          {"workers", workers},
+          {"epochs", epochs},
+          {"batch_size", batch_size},
+          {"eval_batch_size", eval_batch_size},
+          {"lr", schedule.base_lr},
+          {"min_lr", schedule.min_lr},
+          {"schedule", schedule.kind},
+          {"warmup_epochs", schedule.warmup_epochs},
+          {"milestones", schedule.milestones},
+          {"gamma", schedule.gamma},
+          {"momentum", momentum},
+          {"nesterov", nesterov},
+          {"weight_decay", weight_decay},
+          {"label_smoothing", label_smoothing},
+          {"seed", seed},
+          {"device", device},
+          {"amp", amp},
+          {"threads", threads},
+          {"run_dir", run_dir}};
+}
+
+void TrainOptions::update_from_json(const json& j) {
+  TORCH_CHECK_VALUE(j.is_object(), "a training config must be a JSON object");
+  for (const auto& [key, v] : j.items()) {
+    try {
+      if (key == "model") model = v.get<std::string>();
+      else if (key == "precision") precision = PrecisionConfig::from_json(v.dump());
+      else if (key == "init") init = v.get<std::string>();
+      else if (key == "dataset") dataset = v.get<std::string>();
+      else if (key == "data_root") data_root = v.get<std::string>();
+      else if (key == "augment") augment = v.get<bool>();
+      else if (key == "image_size") image_size = v.get<int64_t>();
+      else if (key == "limit_train") limit_train = v.get<int64_t>();
+      else if (key == "limit_test") limit_test = v.get<int64_t>();
+      else if (key == "workers") workers = v.get<int64_t>();
+      else if (key == "epochs") epochs = v.get<int64_t>();
+      else if (key == "batch_size") batch_size = v.get<int64_t>();
+      else if (key == "eval_batch_size") eval_batch_size = v.get<int64_t>();
+      else if (key == "lr") schedule.base_lr = v.get<double>();
+      else if (key == "min_lr") schedule.min_lr = v.get<double>();
+      else if (key == "schedule") schedule.kind = v.get<std::string>();
+      else if (key == "warmup_epochs") schedule.warmup_epochs = v.get<double>();
+      else if (key == "milestones") schedule.milestones = v.get<std::vector<int64_t>>();
+      else if (key == "gamma") schedule.gamma = v.get<double>();
+      else if (key == "momentum") momentum = v.get<double>();
+      else if (key == "nesterov") nesterov = v.get<bool>();
+      else if (key == "weight_decay") weight_decay = v.get<double>();
+      else if (key == "label_smoothing") label_smoothing = v.get<double>();
+      else if (key == "seed") seed = v.get<uint64_t>();
+      else if (key == "device") device = v.get<std::string>();
+      else if (key == "amp") amp = v.get<bool>();
+      else if (key == "threads") threads = v.get<int64_t>();
+      else if (key == "run_dir") run_dir = v.get<std::string>();
+      else TORCH_CHECK_VALUE(false, "unknown training config key '", key, "'");
+    } catch (const json::exception& e) {
+      TORCH_CHECK_VALUE(false, "training config key '", key, "' has the wrong type: ", e.what());
+    }
+  }
+}
+
+json EvalResult::to_json() const {
+  return {{"images", images},   {"loss", loss},       {"top1", top1},
+          {"top5", top5},       {"seconds", seconds}, {"images_per_second", images_per_second}};
+}
+
+json train(const TrainOptions& o) {
+  o.validate();
+  g_stop.store(false);
+  if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
+  torch::manual_seed(o.seed);
+  const torch::Device device = resolve_device(o.device);
+  const std::string& dir = o.run_dir;
+  train::make_directories(dir);
+  auto say = [&](const std::string& s) {
+    if (!o.quiet) std::fprintf(stderr, "%s\n", s.c_str());
+  };
+
+  auto train_ds = data::open_dataset(o.dataset, o.data_root, data::Split::Train,
+                                     dataset_options(o, true));
+  auto test_ds = data::open_dataset(o.dataset, o.data_root, data::Split::Test,
+                                    dataset_options(o, false));
+  const int64_t n_train = split_size(train_ds, o.limit_train);
+  const int64_t n_test = split_size(test_ds, o.limit_test);
+  TORCH_CHECK_VALUE(n_train >= 2, "the training split of '", o.dataset, "' has ", n_train,
+                    " images; at least 2 are needed");
+
+  models::ModelSpec spec;
+  spec.name = o.model;
+  spec.num_classes = train_ds.num_classes();
+  spec.in_channels = train_ds.channels();
+  spec.precision = o.precision;
+  spec.init = nn::weight_init_from_string(o.init);
+  models::Classifier model = models::create_model(spec);
+  const double init_zero_fraction = mean_zero_fraction(*model);
+  model->to(device);
+  int64_t n_params = 0;
+  for (const auto& p : model->parameters()) n_params += p.numel();
+
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(o.schedule.base_lr)
+                                                 .momentum(o.momentum)
+                                                 .nesterov(o.nesterov)
+                                                 .weight_decay(o.weight_decay));
+
+  const std::string last = train::join_path(dir, "last.ckpt");
+  const std::string best = train::join_path(dir, "best.ckpt");
+  const std::string metrics_path = train::join_path(dir, "metrics.jsonl");
+  const std::string summary_path = train::join_path(dir, "summary.json");
+  int64_t start_epoch = 0, best_epoch = 0;
+  double best_top1 = -1.0, best_top5 = 0.0, wall_before = 0.0;
+  if (o.resume && train::path_exists(last)) {
+    const auto meta = models::read_checkpoint(last);
+    TORCH_CHECK_VALUE(meta.spec == model->spec(), "--resume: ", last,
+                      " holds a different model (", meta.spec.to_json(-1),
+                      ") than these options build (", model->spec().to_json(-1), ")");
+    models::load_checkpoint_into(last, *model);
+    TORCH_CHECK(!meta.info.blob.empty(), "--resume: ", last,
+                " has no optimizer state; it was not written by wrpn_train");
+    torch::serialize::InputArchive ar;
+    ar.load_from(meta.info.blob.data(), meta.info.blob.size(), device);
+    opt.load(ar);
+    const json extra = json::parse(meta.info.extra_json);
+    start_epoch = meta.info.epoch;
+    best_top1 = extra.value("best_top1", -1.0);
+    best_top5 = extra.value("best_top5", 0.0);
+    best_epoch = extra.value("best_epoch", int64_t{0});
+    wall_before = extra.value("wall_seconds", 0.0);
+    prune_metrics(metrics_path, start_epoch);
+    say("resuming " + last + " after epoch " + std::to_string(start_epoch));
+  } else {
+    train::remove_file(metrics_path);
+    train::remove_file(summary_path);
+  }
+  train::atomic_write(train::join_path(dir, "options.json"), o.to_json().dump(2) + "\n");
+
+  say("wrpn " + std::string(kVersion) + ": " + o.model + " " + o.precision.short_name() + " on " +
+      o.dataset + " (" + std::to_string(n_train) + " train / " + std::to_string(n_test) +
+      " test images), " + std::to_string(n_params) + " parameters, device " + device.str() +
+      ", " + std::to_string(at::get_num_threads()) + " threads");
+  char zbuf[96];
+  std::snprintf(zbuf, sizeof zbuf, "quantized weights at zero after init (%s): %.1f%%",
+                o.init.c_str(), 100.0 * init_zero_fraction);
+  say(zbuf);
+
+  const double t_run = now_s();
+  EvalResult ev;
+  double last_ips = 0.0;
+  int64_t epoch = start_epoch;
+  for (; epoch < o.epochs; ++epoch) {
+    model->train();
+    train_ds.set_epoch(epoch);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed * 1000003ULL + epoch + 1);
+    const auto perm = torch::randperm(n_train, gen, torch::kLong);
+    // A last batch of one image would break BatchNorm: fold it into the previous one.
+    int64_t batches = (n_train + o.batch_size - 1) / o.batch_size;
+    if (batches > 1 && n_train % o.batch_size == 1) --batches;
+    train::Progress prog("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs),
+                         batches, o.quiet ? nullptr : stderr);
+    double lr = o.schedule.base_lr;
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t lo = b * o.batch_size;
+      const int64_t hi = b + 1 == batches ? n_train : lo + o.batch_size;
+      auto batch = get_batch(train_ds, perm.slice(0, lo, hi), epoch, o.workers);
+      const auto x = batch.data.to(device), y = batch.target.to(device);
+      lr = o.schedule.at(epoch + static_cast<double>(b) / batches, o.epochs);
+      for (auto& g : opt.param_groups()) {
+        static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+      }
+      opt.zero_grad();
+      torch::Tensor logits;
+      {
+        Autocast ac(o.amp && device.is_cuda());
+        logits = model->forward(x);
+      }
+      logits = logits.to(torch::kFloat);
+      const auto loss = torch::nn::functional::cross_entropy(
+          logits, y,
+          torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
+      const double loss_v = loss.item<double>();
+      TORCH_CHECK(std::isfinite(loss_v), "the training loss became ", loss_v, " at epoch ",
+                  epoch + 1, ", batch ", b + 1, "; try a lower --lr (now ", lr, ")");
+      loss.backward();
+      opt.step();
+      prog.update(hi - lo, loss_v, train::topk_correct(logits.detach(), y, 1));
+    }
+    const double train_s = prog.finish();
+    last_ips = prog.images_per_second();
+    ev = evaluate(*model, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+    const bool improved = ev.top1 > best_top1;
+    if (improved) {
+      best_top1 = ev.top1;
+      best_top5 = ev.top5;
+      best_epoch = epoch + 1;
+    }
+    const json line = {{"epoch", epoch + 1},
+                       {"lr", lr},
+                       {"train_loss", prog.mean_loss()},
+                       {"train_top1", prog.accuracy()},
+                       {"test_loss", ev.loss},
+                       {"test_top1", ev.top1},
+                       {"test_top5", ev.top5},
+                       {"seconds", train_s + ev.seconds},
+                       {"images_per_second", last_ips}};
+    train::append_line(metrics_path, line.dump());
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "  test: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (best %.2f%%)",
+                  ev.loss, 100 * ev.top1, 100 * ev.top5, 100 * best_top1);
+    say(buf);
+
+    models::CheckpointInfo info;
+    info.epoch = epoch + 1;
+    info.metrics = {{"test_top1", ev.top1}, {"test_top5", ev.top5}, {"test_loss", ev.loss}};
+    info.extra_json = json{{"best_top1", best_top1},
+                           {"best_top5", best_top5},
+                           {"best_epoch", best_epoch},
+                           {"wall_seconds", wall_before + now_s() - t_run},
+                           {"options", o.to_json()}}
+                          .dump();
+    if (improved) models::save_checkpoint(best, *model, info);
+    info.blob = optimizer_blob(opt);
+    models::save_checkpoint(last, *model, info);
+    if (g_stop.load() && epoch + 1 < o.epochs) {
+      say("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
+      ++epoch;
+      break;
+    }
+  }
+  const bool completed = epoch >= o.epochs;
+  if (start_epoch >= o.epochs) {
+    // Nothing left to train: report the checkpoint's own accuracy.
+    ev = evaluate(*model, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+  }
+  const auto report = models::cost_report(*model, 0, 0, true);
+  json summary = {{"model", o.model},
+                  {"dataset", o.dataset},
+                  {"precision", json::parse(o.precision.to_json(-1))},
+                  {"precision_name", o.precision.short_name()},
+                  {"spec", json::parse(model->spec().to_json(-1))},
+                  {"parameters", n_params},
+                  {"epochs", o.epochs},
+                  {"epochs_completed", std::min(epoch, o.epochs)},
+                  {"completed", completed},
+                  {"best_top1", best_top1},
+                  {"best_top5", best_top5},
+                  {"best_epoch", best_epoch},
+                  {"final_top1", ev.top1},
+                  {"final_top5", ev.top5},
+                  {"final_test_loss", ev.loss},
+                  {"train_images_per_second", last_ips},
+                  {"wall_seconds", wall_before + now_s() - t_run},
+                  {"bit_ops", report.totals.bit_ops},
+                  {"macs", report.totals.macs},
+                  {"weight_storage_bytes", report.totals.storage_bits / 8},
+                  {"zero_fraction_init", init_zero_fraction},
+                  {"zero_fraction_final", report.totals.zero_fraction},
+                  {"device", device.str()},
+                  {"library_version", kVersion}};
+  if (report.baseline) {
+    summary["baseline_fp32_1x"] = {{"bit_ops", report.baseline->bit_ops},
+                                   {"weight_storage_bytes", report.baseline->storage_bits / 8}};
+  }
+  train::atomic_write(summary_path, summary.dump(2) + "\n");
+  return summary;
+}
+
+EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
+                               const std::string& data_root, const std::string& split,
+                               const std::string& device_name, int64_t batch_size,
+                               int64_t limit, int64_t image_size) {
+  TORCH_CHECK_VALUE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
+  const torch::Device device = resolve_device(device_name);
+  models::CheckpointMeta meta;
+  models::Classifier model = models::load_checkpoint(checkpoint, &meta);
+  model->to(device);
+  TrainOptions o;
+  o.dataset = dataset;
+  o.image_size = image_size;
+  auto ds = data::open_dataset(dataset, data_root, data::parse_split(split),
+                               dataset_options(o, false));
+  TORCH_CHECK_VALUE(ds.channels() == meta.spec.in_channels && ds.num_classes() == meta.spec.num_classes,
+                    checkpoint, " was trained on ", meta.spec.in_channels, "-channel images with ",
+                    meta.spec.num_classes, " classes, but '", dataset, "' has ", ds.channels(),
+                    " channels and ", ds.num_classes(), " classes");
+  return evaluate(*model, ds, limit, device, batch_size, 2, false);
+}
+
+}  // namespace wrpn::app

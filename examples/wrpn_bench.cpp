@@ -1,0 +1,871 @@
+// wrpn_bench: times the fused quantizer kernels against a copy of the same bytes, the plain ATen
+// composite and PyTorch's fake_quantize, prints a table and writes JSON (design.md, "Tests and
+// benchmarks"). Run with --help for the flags and what each column means.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <malloc.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <wrpn/wrpn.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef WRPN_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#endif
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr const char* kUsage = R"(Usage: wrpn_bench [flags]
+
+Times the fused WRPN quantizers (wrpn::quantize_weight, wrpn::quantize_activation) in three
+directions:
+  train     forward that also writes the packed straight-through mask (what training runs:
+            quantize_*_with_mask)
+  infer     forward without the mask (quantize_* on a tensor that needs no gradient)
+  backward  wrpn::masked_grad(grad, mask)
+against three baselines run in the same process, on the same tensors, in the same rounds:
+  clone      a copy of the same bytes (x.clone(); grad.clone() for the backward)
+  composite  plain ATen ops: round(clamp(x, lo, hi) * s) / s in the tensor's dtype (the same
+             ops serve train and infer); backward grad * ((x >= lo) & (x <= hi))
+  fakeq      at::fake_quantize_per_tensor_affine_cachemask (train), ..._affine (infer) and
+             grad * mask (backward), with scale 1/s, zero point 0 and [quant_min, quant_max] =
+             [-s, s] for weights, [0, s] for activations; "n/a" where a dtype is not supported
+Inputs are uniform in [-1.5, 1.5] (values outside both clamp ranges), grad is standard normal.
+Before timing, each kernel's output is checked bit for bit against an fp32 reference.
+
+Columns: "median" is the median time of one call over the rounds ("min" with --stat min); "GB/s"
+counts the bytes the wrpn op reads and writes (2*numel*elem_size, plus numel/8 for the mask in train and backward; the JSON lists them
+per row); "%clone" is that GB/s over clone's GB/s; "x comp" and "x fakeq" are speed-ups
+(baseline median / wrpn median).
+
+Flags (lists are comma-separated):
+  --sizes LIST        element counts; K, M, G are 2^10, 2^20, 2^30
+                      (default 64K,256K,1M,4M,16M,64M)
+  --dtypes LIST       fp32, fp16, bf16 (also float32, float16, half, bfloat16; default all three)
+  --threads LIST      CPU thread counts, applied with at::set_num_threads (default 1,2)
+  --device D          cpu, cuda or all (default all: the CPU, plus CUDA when a GPU is visible)
+  --ops LIST          weight, activation (default both)
+  --directions LIST   train, infer, backward (default all three)
+  --bits K            quantizer bit width, 2..16 (default 4; the time does not depend on it)
+  --iters N           timed rounds; every variant runs once a round (default: auto, enough
+                      rounds for --min-time seconds, at least 5 and at most 1000)
+  --min-time S        target seconds per group of variants in auto mode (default 0.2)
+  --warmup N          untimed calls of each variant before timing (default 2)
+  --stat S            median (default) or min: the statistic the table and the ratios use.
+                      min, the best round, resists interference from other processes on a
+                      shared machine; the JSON holds both
+  --json PATH         where to write the JSON (default wrpn_bench.json)
+  --cpu-kernels NAME  force a CPU kernel build: DEFAULT, AVX2 or AVX512 (default: the best
+                      one this CPU supports)
+  --no-mallopt        leave glibc's malloc settings as they are (see "Memory")
+  --no-check          skip the correctness check before timing
+  --quick             small smoke-test set: sizes 64K,1M, threads 1, 3 rounds, 1 warm-up
+                      (flags given explicitly still win)
+  -h, --help          this text
+
+Memory: every timed call allocates its output, the kernels and the baselines alike. glibc
+serves blocks above its mmap threshold (at most 32 MiB on 64-bit systems) with a fresh mmap and
+returns them to the OS on free, so without tuning each call of a large size pays a page fault
+per 4 KiB of output, which can cost more than the computation. By default wrpn_bench therefore
+calls mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, INT_MAX) at start: freed blocks stay
+in the heap and are reused, and every side is measured without the faults. --no-mallopt
+measures with glibc's defaults instead; the JSON records which was used.
+
+CUDA: each call is bracketed by CUDA events on the current stream and the stop event is
+synchronized; sizes that fit in the L2 cache measure cache rather than DRAM bandwidth.
+
+Exit status: 0 on success, 1 if a kernel disagrees with its reference or a run fails, 2 for bad
+flags.
+)";
+
+/// A command-line mistake: reported with a pointer to --help and exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class Direction { kTrain, kInfer, kBackward };
+enum class QuantOp { kWeight, kActivation };
+
+struct Options {
+  std::vector<int64_t> sizes{int64_t{1} << 16, int64_t{1} << 18, int64_t{1} << 20,
+                             int64_t{1} << 22, int64_t{1} << 24, int64_t{1} << 26};
+  std::vector<at::ScalarType> dtypes{at::kFloat, at::kHalf, at::kBFloat16};
+  std::vector<int> threads{1, 2};
+  std::string device = "all";
+  std::vector<QuantOp> ops{QuantOp::kWeight, QuantOp::kActivation};
+  std::vector<Direction> directions{Direction::kTrain, Direction::kInfer, Direction::kBackward};
+  int bits = 4;
+  int iters = 0;
+  double min_time = 0.2;
+  int warmup = 2;
+  std::string json_path = "wrpn_bench.json";
+  std::string cpu_kernels;
+  bool use_min = false;
+  bool mallopt = true;
+  bool check = true;
+  bool quick = false;
+};
+
+std::vector<std::string> split_list(const std::string& flag, const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) throw UsageError(fmt::format("{}: empty item in '{}'", flag, s));
+    out.push_back(item);
+  }
+  if (out.empty()) throw UsageError(fmt::format("{}: expected a comma-separated list", flag));
+  return out;
+}
+
+int64_t parse_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) {
+    throw UsageError(fmt::format("{}: '{}' is not an integer", flag, s));
+  }
+  if (v < lo || v > hi) {
+    throw UsageError(fmt::format("{}: {} is out of range [{}, {}]", flag, v, lo, hi));
+  }
+  return v;
+}
+
+int64_t parse_size(const std::string& s) {
+  std::string digits = s;
+  int shift = 0;
+  const char suffix = s.empty() ? '\0' : static_cast<char>(std::toupper(s.back()));
+  if (suffix == 'K' || suffix == 'M' || suffix == 'G') {
+    shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : 30;
+    digits.pop_back();
+  }
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
+    throw UsageError(
+        fmt::format("--sizes: '{}' is not a size (examples: 65536, 64K, 4M, 1G)", s));
+  }
+  const int64_t v = parse_int("--sizes", digits, 1, int64_t{1} << 34) << shift;
+  if (v > (int64_t{1} << 34)) throw UsageError(fmt::format("--sizes: {} is too large", s));
+  return v;
+}
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32" || s == "float32" || s == "float") return at::kFloat;
+  if (s == "fp16" || s == "float16" || s == "half") return at::kHalf;
+  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
+  throw UsageError(fmt::format("--dtypes: unknown dtype '{}' (expected fp32, fp16 or bf16)", s));
+}
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  bool set_sizes = false, set_threads = false, set_iters = false, set_warmup = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    std::optional<std::string> inline_value;
+    if (const auto eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    }
+    auto value = [&]() -> std::string {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= argc || std::string(argv[i + 1]).rfind("--", 0) == 0) {
+        throw UsageError(fmt::format("{} needs a value", flag));
+      }
+      return argv[++i];
+    };
+    auto no_value = [&] {
+      if (inline_value) throw UsageError(fmt::format("{} takes no value", flag));
+    };
+    if (flag == "-h" || flag == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (flag == "--sizes") {
+      o.sizes.clear();
+      for (const auto& s : split_list(flag, value())) o.sizes.push_back(parse_size(s));
+      set_sizes = true;
+    } else if (flag == "--dtypes") {
+      o.dtypes.clear();
+      for (const auto& s : split_list(flag, value())) o.dtypes.push_back(parse_dtype(s));
+    } else if (flag == "--threads") {
+      o.threads.clear();
+      for (const auto& s : split_list(flag, value())) {
+        o.threads.push_back(static_cast<int>(parse_int(flag, s, 1, 1024)));
+      }
+      set_threads = true;
+    } else if (flag == "--device") {
+      o.device = value();
+      if (o.device != "cpu" && o.device != "cuda" && o.device != "all") {
+        throw UsageError(fmt::format("--device: '{}' is not cpu, cuda or all", o.device));
+      }
+    } else if (flag == "--ops") {
+      o.ops.clear();
+      for (const auto& s : split_list(flag, value())) {
+        if (s == "weight" || s == "quantize_weight") {
+          o.ops.push_back(QuantOp::kWeight);
+        } else if (s == "activation" || s == "quantize_activation") {
+          o.ops.push_back(QuantOp::kActivation);
+        } else {
+          throw UsageError(
+              fmt::format("--ops: unknown op '{}' (expected weight or activation)", s));
+        }
+      }
+    } else if (flag == "--directions") {
+      o.directions.clear();
+      for (const auto& s : split_list(flag, value())) {
+        if (s == "train") {
+          o.directions.push_back(Direction::kTrain);
+        } else if (s == "infer") {
+          o.directions.push_back(Direction::kInfer);
+        } else if (s == "backward") {
+          o.directions.push_back(Direction::kBackward);
+        } else {
+          throw UsageError(fmt::format(
+              "--directions: unknown direction '{}' (expected train, infer or backward)", s));
+        }
+      }
+    } else if (flag == "--bits") {
+      o.bits = static_cast<int>(parse_int(flag, value(), 2, 16));
+    } else if (flag == "--iters") {
+      o.iters = static_cast<int>(parse_int(flag, value(), 1, 1000000));
+      set_iters = true;
+    } else if (flag == "--min-time") {
+      const std::string v = value();
+      try {
+        size_t used = 0;
+        o.min_time = std::stod(v, &used);
+        if (used != v.size()) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        throw UsageError(fmt::format("--min-time: '{}' is not a number of seconds", v));
+      }
+      if (!(o.min_time > 0.0 && o.min_time <= 60.0)) {
+        throw UsageError(fmt::format("--min-time: {} is out of range (0, 60]", v));
+      }
+    } else if (flag == "--warmup") {
+      o.warmup = static_cast<int>(parse_int(flag, value(), 0, 1000));
+      set_warmup = true;
+    } else if (flag == "--stat") {
+      const std::string v = value();
+      if (v != "median" && v != "min") {
+        throw UsageError(fmt::format("--stat: '{}' is not median or min", v));
+      }
+      o.use_min = v == "min";
+    } else if (flag == "--json") {
+      o.json_path = value();
+      if (o.json_path.empty()) throw UsageError("--json: the path is empty");
+    } else if (flag == "--cpu-kernels") {
+      o.cpu_kernels = value();
+      if (o.cpu_kernels != "DEFAULT" && o.cpu_kernels != "AVX2" && o.cpu_kernels != "AVX512") {
+        throw UsageError(fmt::format(
+            "--cpu-kernels: unknown build '{}' (expected DEFAULT, AVX2 or AVX512)", o.cpu_kernels));
+      }
+    } else if (flag == "--no-mallopt") {
+      no_value();
+      o.mallopt = false;
+    } else if (flag == "--no-check") {
+      no_value();
+      o.check = false;
+    } else if (flag == "--quick") {
+      no_value();
+      o.quick = true;
+    } else {
+      throw UsageError(fmt::format("unknown flag '{}'", argv[i]));
+    }
+  }
+  if (o.quick) {
+    if (!set_sizes) o.sizes = {int64_t{1} << 16, int64_t{1} << 20};
+    if (!set_threads) o.threads = {1};
+    if (!set_iters) o.iters = 3;
+    if (!set_warmup) o.warmup = 1;
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const char* dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return "fp32";
+    case at::kHalf:
+      return "fp16";
+    case at::kBFloat16:
+      return "bf16";
+    default:
+      return "?";
+  }
+}
+
+const char* direction_name(Direction d) {
+  return d == Direction::kTrain ? "train" : d == Direction::kInfer ? "infer" : "backward";
+}
+
+const char* op_name(QuantOp op) {
+  return op == QuantOp::kWeight ? "quantize_weight" : "quantize_activation";
+}
+
+std::string size_label(int64_t n) {
+  if (n % (int64_t{1} << 30) == 0) return fmt::format("{}G", n >> 30);
+  if (n % (int64_t{1} << 20) == 0) return fmt::format("{}M", n >> 20);
+  if (n % (int64_t{1} << 10) == 0) return fmt::format("{}K", n >> 10);
+  return std::to_string(n);
+}
+
+std::string time_label(double s) {
+  if (s < 1e-3) return fmt::format("{:.1f}us", s * 1e6);
+  if (s < 1.0) return fmt::format("{:.3f}ms", s * 1e3);
+  return fmt::format("{:.3f}s", s);
+}
+
+/// Clamp range and scale of one quantizer, plus its fake_quantize mapping.
+struct QuantSpec {
+  double lo, hi, scale;
+  int64_t qmin, qmax;
+};
+
+QuantSpec spec_for(QuantOp op, int bits) {
+  if (op == QuantOp::kWeight) {
+    const int64_t s = (int64_t{1} << (bits - 1)) - 1;
+    return {-1.0, 1.0, static_cast<double>(s), -s, s};
+  }
+  const int64_t s = (int64_t{1} << bits) - 1;
+  return {0.0, 1.0, static_cast<double>(s), 0, s};
+}
+
+// ---- the measured variants ----
+
+at::Tensor composite_forward(const at::Tensor& x, const QuantSpec& q) {
+  return at::round(at::clamp(x, q.lo, q.hi) * q.scale) / q.scale;
+}
+
+at::Tensor composite_backward(const at::Tensor& grad, const at::Tensor& x, const QuantSpec& q) {
+  return grad * ((x >= q.lo) & (x <= q.hi));
+}
+
+at::Tensor fake_quant_infer(const at::Tensor& x, const QuantSpec& q) {
+  return at::fake_quantize_per_tensor_affine(x, 1.0 / q.scale, 0, q.qmin, q.qmax);
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_train(const at::Tensor& x, const QuantSpec& q) {
+  return at::fake_quantize_per_tensor_affine_cachemask(x, 1.0 / q.scale, 0, q.qmin, q.qmax);
+}
+
+std::tuple<at::Tensor, at::Tensor> wrpn_train(QuantOp op, const at::Tensor& x, int bits) {
+  return op == QuantOp::kWeight ? wrpn::quantize_weight_with_mask(x, bits)
+                                : wrpn::quantize_activation_with_mask(x, bits);
+}
+
+at::Tensor wrpn_infer(QuantOp op, const at::Tensor& x, int bits) {
+  return op == QuantOp::kWeight ? wrpn::quantize_weight(x, bits)
+                                : wrpn::quantize_activation(x, bits);
+}
+
+/// Empty when fake_quantize runs on this device and dtype, else why not.
+std::string fake_quant_unsupported(at::ScalarType dtype, const at::Device& device) {
+  try {
+    const auto x = at::linspace(-2, 2, 64, at::TensorOptions().dtype(dtype).device(device));
+    (void)fake_quant_train(x, spec_for(QuantOp::kWeight, 4));
+    return {};
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    return msg.substr(0, msg.find('\n'));
+  }
+}
+
+/// Compares the wrpn kernels with an fp32 composite reference, bit for bit.
+std::vector<std::string> check_kernels(QuantOp op, const at::Tensor& x, const at::Tensor& grad,
+                                       int bits) {
+  const QuantSpec q = spec_for(op, bits);
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor want_q = composite_forward(xf, q).to(x.scalar_type());
+  const at::Tensor pass = (xf >= q.lo) & (xf <= q.hi);
+  const at::Tensor want_mask = wrpn::pack_mask(pass);
+  const at::Tensor want_g = at::where(pass, grad, at::zeros_like(grad));
+  std::vector<std::string> bad;
+  auto [q_train, mask] = wrpn_train(op, x, bits);
+  if (!at::equal(q_train, want_q)) bad.push_back("train output");
+  if (!at::equal(mask, want_mask)) bad.push_back("train mask");
+  if (!at::equal(wrpn_infer(op, x, bits), want_q)) bad.push_back("infer output");
+  if (!at::equal(wrpn::masked_grad(grad, mask), want_g)) bad.push_back("backward");
+  return bad;
+}
+
+// ---- timing ----
+
+/// One timed call: seconds from just before the call to the end of its work. The result is
+/// released after the clock stops.
+using TimedCall = std::function<double()>;
+
+template <typename F>
+TimedCall cpu_call(F f) {
+  return [f]() {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f();
+    const auto t1 = std::chrono::steady_clock::now();
+    return std::chrono::duration<double>(t1 - t0).count();
+  };
+}
+
+#ifdef WRPN_WITH_CUDA
+template <typename F>
+TimedCall cuda_call(F f) {
+  return [f]() {
+    at::cuda::CUDAEvent start(cudaEventDefault);
+    at::cuda::CUDAEvent stop(cudaEventDefault);
+    const auto stream = at::cuda::getCurrentCUDAStream();
+    start.record(stream);
+    const auto r = f();
+    stop.record(stream);
+    stop.synchronize();
+    return static_cast<double>(start.elapsed_time(stop)) * 1e-3;
+  };
+}
+#endif
+
+struct Variant {
+  std::string name;
+  TimedCall call;  // empty: not available (see note)
+  std::string note;
+};
+
+struct Measured {
+  double median_s = 0;
+  double min_s = 0;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Runs the variants round-robin (each once a round) so that a change of machine load over the
+/// run affects all of them alike; returns the median and minimum per variant and the rounds.
+std::vector<std::optional<Measured>> measure(const std::vector<Variant>& variants,
+                                             const Options& opt, int* rounds_out) {
+  const size_t n = variants.size();
+  std::vector<double> warm(n, 0.0);
+  for (size_t k = 0; k < n; ++k) {
+    if (!variants[k].call) continue;
+    double best = 0;
+    for (int w = 0; w < std::max(opt.warmup, 1); ++w) {
+      const double t = variants[k].call();
+      best = w == 0 ? t : std::min(best, t);
+    }
+    warm[k] = best;
+  }
+  int rounds = opt.iters;
+  if (rounds <= 0) {
+    double per_round = 0;
+    for (double t : warm) per_round += t;
+    const double want = per_round > 0 ? std::ceil(opt.min_time / per_round) : 1000.0;
+    rounds = static_cast<int>(std::clamp(want, 5.0, 1000.0));
+  }
+  std::vector<std::vector<double>> times(n);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t k = 0; k < n; ++k) {
+      if (variants[k].call) times[k].push_back(variants[k].call());
+    }
+  }
+  std::vector<std::optional<Measured>> out(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (times[k].empty()) continue;
+    out[k] = Measured{median(times[k]), *std::min_element(times[k].begin(), times[k].end())};
+  }
+  *rounds_out = rounds;
+  return out;
+}
+
+// ---- one benchmark configuration ----
+
+struct Row {
+  QuantOp op;
+  Direction dir;
+  std::string device;
+  at::ScalarType dtype;
+  int threads;  // 0 on CUDA
+  int64_t numel;
+  int rounds;
+  int64_t bytes, clone_bytes;
+  Measured wrpn, clone, composite;
+  std::optional<Measured> fake_quant;
+  std::string fake_quant_note;
+  std::string check;  // "ok", "skipped" or what disagreed
+};
+
+double gbps(int64_t bytes, double s) { return static_cast<double>(bytes) / s * 1e-9; }
+
+/// Bytes the wrpn op reads and writes.
+int64_t op_bytes(Direction d, int64_t numel, int64_t esize) {
+  const int64_t mask = (numel + 7) / 8;
+  return 2 * numel * esize + (d == Direction::kInfer ? 0 : mask);
+}
+
+class Bench {
+ public:
+  explicit Bench(const Options& opt) : opt_(opt) {}
+
+  /// Times every op and direction for one device, dtype, size and thread count.
+  void run(const at::Device& device, at::ScalarType dtype, int64_t numel, int threads) {
+    const bool cuda = device.is_cuda();
+    at::manual_seed(0);
+    const auto cpu_f32 = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor x = (at::rand({numel}, cpu_f32) * 3.0 - 1.5).to(device, dtype);
+    const at::Tensor grad = at::randn({numel}, cpu_f32).to(device, dtype);
+    const std::string fq_note = fake_quant_unsupported(dtype, device);
+    const int bits = opt_.bits;
+
+    auto make = [&](auto f) -> TimedCall {
+#ifdef WRPN_WITH_CUDA
+      if (cuda) return cuda_call(f);
+#endif
+      return cpu_call(f);
+    };
+
+    for (QuantOp op : opt_.ops) {
+      const QuantSpec q = spec_for(op, bits);
+      std::string check = "skipped";
+      if (opt_.check) {
+        const auto bad = check_kernels(op, x, grad, bits);
+        check = bad.empty() ? "ok" : fmt::format("MISMATCH: {}", fmt::join(bad, ", "));
+        if (!bad.empty()) failed_ = true;
+      }
+      const at::Tensor mask = std::get<1>(wrpn_train(op, x, bits));
+      const at::Tensor fq_mask = fq_note.empty() ? std::get<1>(fake_quant_train(x, q)) : at::Tensor();
+
+      for (Direction dir : opt_.directions) {
+        std::vector<Variant> v(4);
+        v[1] = {"clone", nullptr, {}};
+        v[2] = {"composite", nullptr, {}};
+        v[3] = {"fake_quantize", nullptr, fq_note.empty() ? std::string() : "n/a: " + fq_note};
+        switch (dir) {
+          case Direction::kTrain:
+            v[0] = {"wrpn", make([=] { return wrpn_train(op, x, bits); }), {}};
+            v[1].call = make([=] { return x.clone(); });
+            v[2].call = make([=] { return composite_forward(x, q); });
+            if (fq_note.empty()) v[3].call = make([=] { return fake_quant_train(x, q); });
+            break;
+          case Direction::kInfer:
+            v[0] = {"wrpn", make([=] { return wrpn_infer(op, x, bits); }), {}};
+            v[1].call = make([=] { return x.clone(); });
+            v[2].call = make([=] { return composite_forward(x, q); });
+            if (fq_note.empty()) v[3].call = make([=] { return fake_quant_infer(x, q); });
+            break;
+          case Direction::kBackward:
+            v[0] = {"wrpn", make([=] { return wrpn::masked_grad(grad, mask); }), {}};
+            v[1].call = make([=] { return grad.clone(); });
+            v[2].call = make([=] { return composite_backward(grad, x, q); });
+            if (fq_note.empty()) v[3].call = make([=] { return grad * fq_mask; });
+            break;
+        }
+        int rounds = 0;
+        const auto m = measure(v, opt_, &rounds);
+        Row row{op,
+                dir,
+                cuda ? "cuda" : "cpu",
+                dtype,
+                cuda ? 0 : threads,
+                numel,
+                rounds,
+                op_bytes(dir, numel, static_cast<int64_t>(x.element_size())),
+                2 * numel * static_cast<int64_t>(x.element_size()),
+                *m[0],
+                *m[1],
+                *m[2],
+                m[3],
+                v[3].note,
+                check};
+        print_row(row);
+        rows_.push_back(std::move(row));
+      }
+    }
+  }
+
+  void print_header() const {
+    fmt::print("{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7} {:>7} {:>7} {:>7}\n",
+               "op", "dir", "dev", "dtype", "thr", "numel", "rounds",
+               opt_.use_min ? "min" : "median", "GB/s", "%clone", "x comp", "x fakeq");
+  }
+
+  void print_row(const Row& r) const {
+    const double t = pick(r.wrpn);
+    const double g = gbps(r.bytes, t);
+    const double clone_g = gbps(r.clone_bytes, pick(r.clone));
+    const std::string fq = r.fake_quant ? fmt::format("{:.2f}", pick(*r.fake_quant) / t) : "n/a";
+    fmt::print(
+        "{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7.1f} {:>6.0f}% {:>7.2f} {:>7}{}\n",
+        r.op == QuantOp::kWeight ? "weight" : "activation", direction_name(r.dir), r.device,
+        dtype_name(r.dtype), r.threads ? std::to_string(r.threads) : "-", size_label(r.numel),
+        r.rounds, time_label(t), g, 100.0 * g / clone_g, pick(r.composite) / t, fq,
+        r.check == "ok" || r.check == "skipped" ? "" : "  " + r.check);
+    std::fflush(stdout);
+  }
+
+  Json rows_json() const {
+    Json out = Json::array();
+    for (const Row& r : rows_) {
+      const double t = pick(r.wrpn);
+      const double g = gbps(r.bytes, t);
+      const double clone_g = gbps(r.clone_bytes, pick(r.clone));
+      Json j;
+      j["op"] = op_name(r.op);
+      j["direction"] = direction_name(r.dir);
+      j["device"] = r.device;
+      j["dtype"] = dtype_name(r.dtype);
+      j["threads"] = r.threads ? Json(r.threads) : Json(nullptr);
+      j["numel"] = r.numel;
+      j["bits"] = opt_.bits;
+      j["rounds"] = r.rounds;
+      j["bytes"] = r.bytes;
+      j["median_us"] = r.wrpn.median_s * 1e6;
+      j["min_us"] = r.wrpn.min_s * 1e6;
+      j["gbps"] = g;
+      j["ratio_to_clone"] = g / clone_g;
+      j["speedup_vs_composite"] = pick(r.composite) / t;
+      j["speedup_vs_fake_quantize"] = r.fake_quant ? Json(pick(*r.fake_quant) / t) : Json(nullptr);
+      j["clone"] = {{"bytes", r.clone_bytes},
+                    {"median_us", r.clone.median_s * 1e6},
+                    {"min_us", r.clone.min_s * 1e6},
+                    {"gbps", clone_g}};
+      j["composite"] = {{"median_us", r.composite.median_s * 1e6},
+                        {"min_us", r.composite.min_s * 1e6}};
+      if (r.fake_quant) {
+        j["fake_quantize"] = {{"median_us", r.fake_quant->median_s * 1e6},
+                              {"min_us", r.fake_quant->min_s * 1e6}};
+      } else {
+        j["fake_quantize"] = nullptr;
+        j["fake_quantize_note"] = r.fake_quant_note;
+      }
+      j["check"] = r.check;
+      out.push_back(std::move(j));
+    }
+    return out;
+  }
+
+  bool failed() const { return failed_; }
+
+ private:
+  /// The statistic the table and the ratios use (--stat).
+  double pick(const Measured& m) const { return opt_.use_min ? m.min_s : m.median_s; }
+
+  const Options& opt_;
+  std::vector<Row> rows_;
+  bool failed_ = false;
+};
+
+// ---- machine description ----
+
+std::string read_first_line(const std::string& path, const std::string& key = "") {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (key.empty()) return line;
+    if (line.rfind(key, 0) == 0) {
+      const auto colon = line.find(':');
+      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
+  }
+  return {};
+}
+
+bool cuda_built() {
+#ifdef WRPN_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string gpu_name() {
+#ifdef WRPN_WITH_CUDA
+  if (torch::cuda::is_available()) return at::cuda::getCurrentDeviceProperties()->name;
+#endif
+  return {};
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+Json machine_json(bool malloc_tuned) {
+  Json m;
+  m["cpu_model"] = read_first_line("/proc/cpuinfo", "model name");
+  m["logical_cpus"] = std::thread::hardware_concurrency();
+  m["cpu_kernel_capability"] = wrpn::cpu_kernel_capability();
+  m["aten_cpu_capability"] = at::get_cpu_capability();
+  m["torch_version"] = TORCH_VERSION;
+  m["wrpn_version"] = wrpn::kVersion;
+  m["wrpn_built_with_cuda"] = cuda_built();
+  m["cuda_available"] = torch::cuda::is_available();
+  const std::string gpu = gpu_name();
+  m["gpu_name"] = gpu.empty() ? Json(nullptr) : Json(gpu);
+  m["transparent_hugepage"] = read_first_line("/sys/kernel/mm/transparent_hugepage/enabled");
+  m["malloc_tuned"] = malloc_tuned;
+  return m;
+}
+
+Json definitions_json() {
+  return {
+      {"median_us", "median wall time of one call of the wrpn op, microseconds"},
+      {"bytes",
+       "bytes the wrpn op reads and writes: train 2*numel*elem_size + ceil(numel/8) (reads x, "
+       "writes q and the packed mask); infer 2*numel*elem_size; backward 2*numel*elem_size + "
+       "ceil(numel/8) (reads grad and the mask, writes the gradient)"},
+      {"gbps", "bytes / time, 1e9 bytes per second; time is settings.statistic of the rounds"},
+      {"clone", "x.clone() (grad.clone() for backward) in the same rounds; bytes 2*numel*elem_size"},
+      {"ratio_to_clone", "gbps / clone.gbps"},
+      {"composite",
+       "ATen ops in the tensor's dtype: round(clamp(x, lo, hi) * s) / s for train and infer, "
+       "grad * ((x >= lo) & (x <= hi)) for backward"},
+      {"fake_quantize",
+       "at::fake_quantize_per_tensor_affine_cachemask (train), at::fake_quantize_per_tensor_affine "
+       "(infer), grad * mask (backward); scale 1/s, zero_point 0, quant range [-s, s] (weight) or "
+       "[0, s] (activation); null with fake_quantize_note where unsupported"},
+      {"speedup_vs_composite", "composite time / wrpn time (settings.statistic)"},
+      {"speedup_vs_fake_quantize", "fake_quantize time / wrpn time (settings.statistic)"},
+      {"rounds", "timed rounds; each variant runs once a round and the median is taken"},
+      {"check", "ok: outputs, mask and gradient equal an fp32 composite reference bit for bit"},
+  };
+}
+
+void tune_malloc() {
+  // M_MMAP_THRESHOLD cannot exceed 32 MiB on 64-bit glibc, so larger blocks can only be kept off
+  // mmap by disabling it; the trim threshold keeps freed memory in the heap for reuse.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+}
+
+int run_bench(const Options& opt) {
+  if (opt.mallopt) tune_malloc();
+  if (!opt.cpu_kernels.empty()) wrpn::set_cpu_kernel_capability(opt.cpu_kernels);
+
+  const bool gpu = torch::cuda::is_available();
+  bool want_cpu = opt.device != "cuda";
+  bool want_cuda = opt.device == "cuda" || (opt.device == "all" && gpu && cuda_built());
+  if (opt.device == "cuda" && !cuda_built()) {
+    throw std::runtime_error("--device cuda: this wrpn_bench was built without CUDA");
+  }
+  if (opt.device == "cuda" && !gpu) {
+    throw std::runtime_error("--device cuda: no CUDA device is visible");
+  }
+
+  const Json machine = machine_json(opt.mallopt);
+  fmt::print("wrpn_bench: wrpn {} torch {} | CPU kernels {} ({}, {} logical CPUs){}{}\n",
+             wrpn::kVersion, TORCH_VERSION, wrpn::cpu_kernel_capability(),
+             machine["cpu_model"].get<std::string>(), std::thread::hardware_concurrency(),
+             want_cuda ? " | GPU " + gpu_name() : std::string(),
+             opt.mallopt ? "" : " | malloc untuned");
+  if (opt.device == "all" && !want_cuda) {
+    fmt::print("CUDA: {}; timing the CPU only\n",
+               cuda_built() ? "no device visible" : "not built");
+  }
+
+  Bench bench(opt);
+  bench.print_header();
+  const int saved_threads = at::get_num_threads();
+  if (want_cpu) {
+    for (int threads : opt.threads) {
+      at::set_num_threads(threads);
+      for (at::ScalarType dtype : opt.dtypes) {
+        for (int64_t n : opt.sizes) bench.run(at::Device(at::kCPU), dtype, n, threads);
+      }
+    }
+    at::set_num_threads(saved_threads);
+  }
+  if (want_cuda) {
+    for (at::ScalarType dtype : opt.dtypes) {
+      for (int64_t n : opt.sizes) bench.run(at::Device(at::kCUDA), dtype, n, 0);
+    }
+  }
+
+  Json settings;
+  std::vector<std::string> dtypes, ops, dirs;
+  for (auto t : opt.dtypes) dtypes.emplace_back(dtype_name(t));
+  for (auto o : opt.ops) ops.emplace_back(op_name(o));
+  for (auto d : opt.directions) dirs.emplace_back(direction_name(d));
+  settings["sizes"] = opt.sizes;
+  settings["dtypes"] = dtypes;
+  settings["threads"] = opt.threads;
+  settings["device"] = opt.device;
+  settings["ops"] = ops;
+  settings["directions"] = dirs;
+  settings["bits"] = opt.bits;
+  settings["iters"] = opt.iters > 0 ? Json(opt.iters) : Json("auto");
+  settings["min_time_s"] = opt.min_time;
+  settings["warmup"] = opt.warmup;
+  settings["statistic"] = opt.use_min ? "min" : "median";
+  settings["mallopt"] = opt.mallopt;
+  settings["check"] = opt.check;
+  settings["quick"] = opt.quick;
+
+  Json doc;
+  doc["schema"] = "wrpn_bench/1";
+  doc["created_utc"] = utc_now();
+  doc["machine"] = machine;
+  doc["settings"] = settings;
+  doc["definitions"] = definitions_json();
+  doc["results"] = bench.rows_json();
+
+  std::ofstream out(opt.json_path);
+  if (!out) throw std::runtime_error(fmt::format("cannot write '{}'", opt.json_path));
+  out << doc.dump(2) << '\n';
+  out.close();
+  if (!out) throw std::runtime_error(fmt::format("writing '{}' failed", opt.json_path));
+  fmt::print("wrote {}\n", opt.json_path);
+  if (bench.failed()) {
+    fmt::print(stderr, "wrpn_bench: some kernels disagree with the reference (see 'check')\n");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  try {
+    opt = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "wrpn_bench: {}\nRun 'wrpn_bench --help' for the flags.\n", e.what());
+    return 2;
+  }
+  try {
+    return run_bench(opt);
+  } catch (const c10::Error& e) {
+    fmt::print(stderr, "wrpn_bench: {}\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "wrpn_bench: {}\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,49 @@
+// wrpn_eval: evaluates a checkpoint on a dataset split; prints top-1/top-5, loss and images/s
+// and writes them as JSON.
+
+#include <torch/torch.h>
+#include <wrpn/train/utils.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "app/cli.h"
+#include "app/train.h"
+
+int main(int argc, char** argv) {
+  return wrpn::app::run_main([&] {
+    CLI::App app{"Evaluate a wrpn checkpoint", "wrpn_eval"};
+    std::string checkpoint, dataset = "digits", root, split = "test", device = "auto", json_out;
+    int64_t batch_size = 256, limit = 0, image_size = 224, threads = 0;
+    app.add_option("checkpoint", checkpoint, "a checkpoint written by wrpn_train")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("--dataset", dataset, "digits, cifar10 or folder")->capture_default_str();
+    app.add_option("--data-root", root, "dataset directory (default: data/<dataset>)");
+    app.add_option("--split", split, "train or test")->capture_default_str();
+    app.add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+    app.add_option("--batch-size", batch_size, "batch size")->capture_default_str();
+    app.add_option("--limit", limit, "evaluate only the first N images");
+    app.add_option("--image-size", image_size, "folder datasets: crop size")
+        ->capture_default_str();
+    app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)");
+    app.add_option("--json", json_out, "also write the result to this JSON file");
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+    const auto r = wrpn::app::evaluate_checkpoint(checkpoint, dataset, root, split, device,
+                                                  batch_size, limit, image_size);
+    std::printf("%s on %s/%s: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.0f img/s)\n",
+                checkpoint.c_str(), dataset.c_str(), split.c_str(), 100 * r.top1, 100 * r.top5,
+                r.loss, static_cast<long long>(r.images), r.images_per_second);
+    nlohmann::json j = r.to_json();
+    j["checkpoint"] = checkpoint;
+    j["dataset"] = dataset;
+    j["split"] = split;
+    if (!json_out.empty()) wrpn::train::atomic_write(json_out, j.dump(2) + "\n");
+    return 0;
+  });
+}

@@ -1,0 +1,46 @@
+#pragma once
+// Resolves per-layer bits while a model is built and checks afterwards that every precision
+// override named a layer the model has.
+
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <vector>
+
+#include "wrpn/precision.h"
+
+namespace wrpn {
+namespace models {
+namespace detail {
+
+class BitsResolver {
+ public:
+  explicit BitsResolver(const PrecisionConfig& config) : config_(config) {}
+
+  /// The bits of module `name`: its override, else `default_bits`.
+  int64_t operator()(const std::string& name, int64_t default_bits) {
+    names_.push_back(name);
+    return config_.bits_for(name, default_bits);
+  }
+
+  /// Throws c10::Error if an override names a module no call asked about.
+  void check_overrides(const std::string& model) const {
+    for (const auto& kv : config_.overrides) {
+      bool found = false;
+      for (const auto& n : names_) found = found || n == kv.first;
+      if (found) continue;
+      std::string known;
+      for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
+      TORCH_CHECK(false, "precision override \"", kv.first, "\" names no quantizable layer of ",
+                  model, "; its layers are: ", known);
+    }
+  }
+
+ private:
+  const PrecisionConfig& config_;
+  std::vector<std::string> names_;
+};
+
+}  // namespace detail
+}  // namespace models
+}  // namespace wrpn

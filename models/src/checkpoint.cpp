@@ -1,0 +1,154 @@
+// Checkpoints (format in wrpn/models/checkpoint.h).
+
+#include "wrpn/models/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "models/src/container.h"
+#include "models/src/model_spec_json.h"
+#include "wrpn/models/registry.h"
+#include "wrpn/src/nn/precision_json.h"
+#include "wrpn/version.h"
+
+namespace wrpn {
+namespace models {
+namespace {
+
+constexpr std::string_view kMagic = "WRPNCKPT";
+constexpr uint32_t kFormatVersion = 1;
+
+/// Parameters then buffers, by state-dict name.
+std::vector<std::pair<std::string, torch::Tensor>> state_of(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> state;
+  for (const auto& p : model.named_parameters()) state.emplace_back(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) state.emplace_back(b.key(), b.value());
+  return state;
+}
+
+struct Parsed {
+  CheckpointMeta meta;
+  std::string_view state;
+};
+
+Parsed parse(const std::string& data, const std::string& what) {
+  auto sections = detail::parse_container(data, kMagic, kFormatVersion, 3, what);
+  const auto header = wrpn::detail::parse_json(std::string(sections[0]), what + " header");
+  TORCH_CHECK(header.is_object() && header.value("format", "") == "wrpn-checkpoint", what,
+              ": the header is not a wrpn checkpoint header");
+  Parsed p;
+  CheckpointMeta& m = p.meta;
+  TORCH_CHECK(header.contains("model"), what, ": the header has no \"model\"");
+  m.spec = detail::spec_from_json(header.at("model"), what + " model");
+  m.library_version = header.value("library_version", "");
+  const auto epoch = header.value("epoch", nlohmann::json(0));
+  TORCH_CHECK(epoch.is_number_integer(), what, ": \"epoch\" is not an integer");
+  m.info.epoch = epoch.get<int64_t>();
+  if (header.contains("metrics")) {
+    const auto& metrics = header.at("metrics");
+    TORCH_CHECK(metrics.is_object(), what, ": \"metrics\" is not an object");
+    for (const auto& [k, v] : metrics.items()) {
+      TORCH_CHECK(v.is_number(), what, ": metric \"", k, "\" is not a number");
+      m.info.metrics[k] = v.get<double>();
+    }
+  }
+  m.info.extra_json = header.value("extra", nlohmann::json::object()).dump();
+  m.info.blob = std::string(sections[2]);
+  p.state = sections[1];
+  return p;
+}
+
+c10::Dict<std::string, torch::Tensor> load_state(std::string_view bytes, const std::string& what) {
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, what, ": the state section cannot be read: ", e.what());
+  }
+  TORCH_CHECK(value.isGenericDict(), what, ": the state section is not a dict of tensors");
+  c10::Dict<std::string, torch::Tensor> state;
+  for (const auto& item : value.toGenericDict()) {
+    TORCH_CHECK(item.key().isString() && item.value().isTensor(), what,
+                ": the state section is not a dict of name -> tensor");
+    state.insert(item.key().toStringRef(), item.value().toTensor());
+  }
+  return state;
+}
+
+void copy_state(const c10::Dict<std::string, torch::Tensor>& saved, torch::nn::Module& model,
+                const std::string& what) {
+  auto state = state_of(model);
+  // Check everything first so a mismatch leaves the model untouched.
+  std::set<std::string> expected;
+  for (const auto& [name, tensor] : state) {
+    expected.insert(name);
+    auto it = saved.find(name);
+    TORCH_CHECK(it != saved.end(), what, " has no tensor \"", name, "\" that the model has");
+    TORCH_CHECK(it->value().sizes() == tensor.sizes(), what, ": \"", name, "\" has shape ",
+                it->value().sizes(), " but the model's has shape ", tensor.sizes(),
+                " (a different width, class count or input channels?)");
+  }
+  for (const auto& item : saved) {
+    TORCH_CHECK(expected.count(item.key()), what, " has a tensor \"", item.key(),
+                "\" that the model lacks");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, tensor] : state) tensor.copy_(saved.at(name));
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const ClassifierImpl& model,
+                     const CheckpointInfo& info) {
+  const std::string what = "checkpoint '" + path + "'";
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [k, v] : info.metrics) metrics[k] = v;
+  const nlohmann::json header = {
+      {"format", "wrpn-checkpoint"},
+      {"format_version", kFormatVersion},
+      {"library_version", wrpn::kVersion},
+      {"model", detail::spec_to_json(model.spec())},
+      {"epoch", info.epoch},
+      {"metrics", metrics},
+      {"extra", wrpn::detail::parse_json(info.extra_json, what + ": extra_json")}};
+  c10::Dict<std::string, torch::Tensor> state;
+  for (const auto& [name, tensor] : state_of(model)) {
+    state.insert(name, tensor.detach().to(torch::kCPU).contiguous());
+  }
+  const std::vector<char> state_bytes = torch::pickle_save(c10::IValue(state));
+  const std::string header_text = header.dump();
+  const std::string file = detail::build_container(
+      kMagic, kFormatVersion,
+      {header_text, std::string_view(state_bytes.data(), state_bytes.size()), info.blob});
+  detail::write_file_atomically(path, file);
+}
+
+CheckpointMeta read_checkpoint(const std::string& path) {
+  const std::string what = "checkpoint '" + path + "'";
+  return parse(detail::read_file(path, what), what).meta;
+}
+
+Classifier load_checkpoint(const std::string& path, CheckpointMeta* meta) {
+  const std::string what = "checkpoint '" + path + "'";
+  const std::string data = detail::read_file(path, what);
+  Parsed p = parse(data, what);
+  Classifier model = create_model(p.meta.spec);
+  copy_state(load_state(p.state, what), *model, what);
+  if (meta != nullptr) *meta = std::move(p.meta);
+  return model;
+}
+
+CheckpointMeta load_checkpoint_into(const std::string& path, ClassifierImpl& model) {
+  const std::string what = "checkpoint '" + path + "'";
+  const std::string data = detail::read_file(path, what);
+  Parsed p = parse(data, what);
+  TORCH_CHECK(p.meta.spec.name == model.spec().name, what, " holds a ", p.meta.spec.name,
+              " but the model is a ", model.spec().name);
+  copy_state(load_state(p.state, what), model, what);
+  return std::move(p.meta);
+}
+
+}  // namespace models
+}  // namespace wrpn

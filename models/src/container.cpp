@@ -1,0 +1,159 @@
+#include "models/src/container.h"
+
+#include <c10/util/Exception.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace wrpn {
+namespace models {
+namespace detail {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the wrpn file formats are little-endian; add byte swapping for this platform");
+
+namespace {
+
+constexpr std::string_view kTrailer("WRPNEND\0", 8);
+
+void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+
+template <typename T>
+T get(std::string_view data, size_t pos) {
+  T v;
+  std::memcpy(&v, data.data() + pos, sizeof(T));
+  return v;
+}
+
+std::string os_error() { return std::strerror(errno); }
+
+}  // namespace
+
+uint64_t fnv1a64(std::string_view data) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+std::string build_container(std::string_view magic, uint32_t version,
+                            const std::vector<std::string_view>& sections) {
+  size_t total = 16 + 16;
+  for (auto s : sections) total += 8 + s.size();
+  std::string out;
+  out.reserve(total);
+  out.append(magic);
+  put_u32(out, version);
+  put_u32(out, 0);
+  for (auto s : sections) {
+    put_u64(out, s.size());
+    out.append(s);
+  }
+  const uint64_t hash = fnv1a64(out);
+  out.append(kTrailer);
+  put_u64(out, hash);
+  return out;
+}
+
+std::vector<std::string_view> parse_container(std::string_view data, std::string_view magic,
+                                              uint32_t version, size_t num_sections,
+                                              const std::string& what) {
+  TORCH_CHECK(data.size() >= 16, what, " is truncated or not a wrpn file: ", data.size(),
+              " bytes, fewer than the 16-byte preamble");
+  TORCH_CHECK(data.substr(0, 8) == magic, what, " is not a wrpn ",
+              magic == "WRPNCKPT" ? "checkpoint" : "packed export", " (expected magic \"",
+              magic, "\" at offset 0)");
+  const uint32_t file_version = get<uint32_t>(data, 8);
+  TORCH_CHECK(file_version == version, what, " has format version ", file_version,
+              "; this wrpn reads version ", version);
+  std::vector<std::string_view> sections;
+  size_t pos = 16;
+  for (size_t i = 0; i < num_sections; ++i) {
+    TORCH_CHECK(data.size() >= pos + 8, what, " is truncated: it ends at byte ", data.size(),
+                " inside the length of section ", i + 1, " of ", num_sections);
+    const uint64_t n = get<uint64_t>(data, pos);
+    pos += 8;
+    TORCH_CHECK(n <= data.size() - pos, what, " is truncated: section ", i + 1, " of ",
+                num_sections, " needs ", n, " bytes from offset ", pos, " but the file is ",
+                data.size(), " bytes");
+    sections.push_back(data.substr(pos, n));
+    pos += n;
+  }
+  TORCH_CHECK(data.size() >= pos + 16, what, " is truncated: ", data.size(),
+              " bytes, the end marker should span bytes ", pos, "..", pos + 16);
+  TORCH_CHECK(data.substr(pos, 8) == kTrailer, what, " is corrupt: no end marker at byte ", pos);
+  TORCH_CHECK(data.size() == pos + 16, what, " has ", data.size() - pos - 16,
+              " unexpected bytes after its end marker");
+  TORCH_CHECK(get<uint64_t>(data, pos + 8) == fnv1a64(data.substr(0, pos)), what,
+              " is corrupt: its content does not match its checksum");
+  return sections;
+}
+
+void write_file_atomically(const std::string& path, std::string_view data) {
+  namespace fs = std::filesystem;
+  static std::atomic<uint64_t> counter{0};
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const fs::path tmp =
+      dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
+             std::to_string(counter.fetch_add(1)));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  TORCH_CHECK(fd >= 0, "cannot write '", path, "': creating the temporary file '", tmp.string(),
+              "' failed: ", os_error());
+  auto fail = [&](const std::string& step) {
+    const std::string err = os_error();
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    TORCH_CHECK(false, "cannot write '", path, "': ", step, " failed: ", err);
+  };
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("writing the temporary file");
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("fsync of the temporary file");
+  if (::close(fd) != 0) {
+    const std::string err = os_error();
+    ::unlink(tmp.c_str());
+    TORCH_CHECK(false, "cannot write '", path, "': closing the temporary file failed: ", err);
+  }
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
+    const std::string err = os_error();
+    ::unlink(tmp.c_str());
+    TORCH_CHECK(false, "cannot write '", path, "': renaming the temporary file over it failed: ",
+                err);
+  }
+  // Make the rename itself durable.
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.is_open(), "cannot open ", what, ": ", os_error());
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  TORCH_CHECK(size >= 0, "cannot read ", what, ": it is not a regular file");
+  in.seekg(0, std::ios::beg);
+  std::string data(static_cast<size_t>(size), '\0');
+  in.read(data.data(), size);
+  TORCH_CHECK(in.gcount() == size, "cannot read ", what, ": ", os_error());
+  return data;
+}
+
+}  // namespace detail
+}  // namespace models
+}  // namespace wrpn

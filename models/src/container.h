@@ -1,0 +1,36 @@
+#pragma once
+// The file container shared by checkpoints and packed exports: magic, version, length-prefixed
+// sections and a hashed trailer, written atomically (see wrpn/models/checkpoint.h).
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wrpn {
+namespace models {
+namespace detail {
+
+/// FNV-1a, 64-bit.
+uint64_t fnv1a64(std::string_view data);
+
+/// magic (8 bytes) | u32 version | u32 0 | (u64 length | bytes) per section | trailer.
+std::string build_container(std::string_view magic, uint32_t version,
+                            const std::vector<std::string_view>& sections);
+
+/// Checks magic, version, section bounds, trailer and hash; returns views into `data`.
+/// `what` ("checkpoint 'x.ckpt'") starts every error message.
+std::vector<std::string_view> parse_container(std::string_view data, std::string_view magic,
+                                              uint32_t version, size_t num_sections,
+                                              const std::string& what);
+
+/// Writes `data` to a temporary file next to `path`, fsyncs it, renames it over `path` and
+/// fsyncs the directory. On failure removes the temporary file and throws c10::Error.
+void write_file_atomically(const std::string& path, std::string_view data);
+
+/// The whole file; throws c10::Error naming `what` and the OS error.
+std::string read_file(const std::string& path, const std::string& what);
+
+}  // namespace detail
+}  // namespace models
+}  // namespace wrpn

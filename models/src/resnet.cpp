@@ -1,0 +1,218 @@
+// The zoo's ResNets (see wrpn/models/resnet.h for where the quantizers sit).
+
+#include "wrpn/models/resnet.h"
+
+#include <torch/torch.h>
+
+#include "models/src/bits_resolver.h"
+
+namespace wrpn {
+namespace models {
+
+ResNetArch resnet_arch(const std::string& name) {
+  using S = ResNetArch::Stem;
+  using B = ResNetArch::Block;
+  if (name == "resnet18") return {S::kImageNet, B::kBasic, {2, 2, 2, 2}};
+  if (name == "resnet34") return {S::kImageNet, B::kBasic, {3, 4, 6, 3}};
+  if (name == "resnet50") return {S::kImageNet, B::kBottleneck, {3, 4, 6, 3}};
+  if (name == "resnet20") return {S::kCifar, B::kBasic, {3, 3, 3}};
+  if (name == "resnet32") return {S::kCifar, B::kBasic, {5, 5, 5}};
+  if (name == "resnet56") return {S::kCifar, B::kBasic, {9, 9, 9}};
+  TORCH_CHECK(false, "unknown ResNet \"", name,
+              "\": expected resnet18, resnet34, resnet50, resnet20, resnet32 or resnet56");
+  return {};
+}
+
+namespace {
+
+using nn::QuantConv2d;
+using nn::QuantConv2dOptions;
+using nn::QuantReLU;
+
+/// How one residual block is built.
+struct BlockArgs {
+  std::string name;  // e.g. "layer2.0", for precision overrides
+  bool bottleneck = false;
+  bool cifar = false;  // parameter-free zero-padding shortcut instead of a projection
+  int64_t in_channels = 0;
+  int64_t planes = 0;        // channels of the inner convs
+  int64_t out_channels = 0;  // planes for basic blocks, 4x for bottlenecks
+  int64_t stride = 1;
+  int64_t stream_bits = kFullPrecisionBits;  // bits of the block input
+  bool last = false;                         // the block that feeds the classifier
+};
+
+/// BasicBlock / Bottleneck with torchvision's module names (stride on the 3x3 conv).
+class ResidualBlockImpl : public torch::nn::Module {
+ public:
+  ResidualBlockImpl(const BlockArgs& a, const PrecisionConfig& p, nn::WeightInit init,
+                    detail::BitsResolver& bits) {
+    const std::string prefix = a.name + ".";
+    int64_t conv_in_bits = a.stream_bits;
+    if (!p.quantized_residual) {
+      act_in = register_module("act_in", QuantReLU(bits(prefix + "act_in", p.act_bits)));
+      conv_in_bits = act_in->options.bits();
+    }
+    auto conv = [&](const std::string& n, int64_t in, int64_t out, int64_t k, int64_t stride,
+                    int64_t in_bits) {
+      return QuantConv2d(QuantConv2dOptions(in, out, k)
+                             .stride(stride)
+                             .padding(k / 2)
+                             .bias(false)
+                             .weight_bits(bits(prefix + n, p.weight_bits))
+                             .input_bits(in_bits)
+                             .init(init));
+    };
+    auto act = [&](const std::string& n) {
+      return register_module(n, QuantReLU(bits(prefix + n, p.act_bits)));
+    };
+    if (a.bottleneck) {
+      conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in_bits));
+      bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
+      act1 = act("act1");
+      conv2 = register_module(
+          "conv2", conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.bits()));
+      bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
+      act2 = act("act2");
+      conv3 = register_module(
+          "conv3", conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.bits()));
+      bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
+    } else {
+      conv1 = register_module(
+          "conv1", conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in_bits));
+      bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
+      act1 = act("act1");
+      conv2 = register_module(
+          "conv2", conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.bits()));
+      bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
+    }
+    if (a.stride != 1 || a.in_channels != a.out_channels) {
+      if (a.cifar) {
+        pad_lo_ = (a.out_channels - a.in_channels) / 2;
+        pad_hi_ = a.out_channels - a.in_channels - pad_lo_;
+        TORCH_CHECK(pad_lo_ >= 0 && pad_hi_ >= 0, a.name, ": a zero-padding shortcut cannot go ",
+                    "from ", a.in_channels, " to ", a.out_channels, " channels");
+        subsample_ = a.stride;
+      } else {
+        downsample = register_module(
+            "downsample",
+            torch::nn::Sequential(
+                conv("downsample.0", a.in_channels, a.out_channels, 1, a.stride, conv_in_bits),
+                torch::nn::BatchNorm2d(a.out_channels)));
+      }
+    }
+    const int64_t out_default = a.last ? (p.fp32_last_layer ? kFullPrecisionBits : p.act_bits)
+                                       : (p.quantized_residual ? p.act_bits : kFullPrecisionBits);
+    act_out = register_module("act_out", QuantReLU(bits(prefix + "act_out", out_default)));
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    const torch::Tensor xq = act_in ? act_in(x) : x;
+    torch::Tensor out = act1(bn1(conv1(xq)));
+    if (conv3) {
+      out = bn3(conv3(act2(bn2(conv2(out)))));
+    } else {
+      out = bn2(conv2(out));
+    }
+    torch::Tensor shortcut = x;
+    if (downsample) {
+      shortcut = downsample->forward(xq);
+    } else if (subsample_ > 1 || pad_lo_ > 0 || pad_hi_ > 0) {
+      using torch::indexing::None;
+      using torch::indexing::Slice;
+      shortcut = x.index(
+          {Slice(), Slice(), Slice(None, None, subsample_), Slice(None, None, subsample_)});
+      shortcut = torch::constant_pad_nd(shortcut, {0, 0, 0, 0, pad_lo_, pad_hi_});
+    }
+    return act_out(out + shortcut);
+  }
+
+  int64_t out_bits() const { return act_out->options.bits(); }
+
+ private:
+  QuantReLU act_in{nullptr}, act1{nullptr}, act2{nullptr}, act_out{nullptr};
+  QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+  int64_t subsample_ = 1, pad_lo_ = 0, pad_hi_ = 0;
+};
+TORCH_MODULE(ResidualBlock);
+
+}  // namespace
+
+ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
+    : ClassifierImpl(std::move(spec)), arch_(std::move(arch)) {
+  const PrecisionConfig& p = spec_.precision;
+  const bool imagenet = arch_.stem == ResNetArch::Stem::kImageNet;
+  const bool bottleneck = arch_.block == ResNetArch::Block::kBottleneck;
+  const std::vector<int64_t> base = imagenet ? std::vector<int64_t>{64, 128, 256, 512}
+                                             : std::vector<int64_t>{16, 32, 64};
+  TORCH_CHECK(arch_.blocks.size() == base.size(), spec_.name, ": expected ", base.size(),
+              " stages, got ", arch_.blocks.size());
+  detail::BitsResolver bits(p);
+
+  int64_t image_bits = kFullPrecisionBits;
+  if (!p.fp32_first_layer) {
+    input_act = register_module("input_act", QuantReLU(bits("input_act", p.act_bits)));
+    image_bits = input_act->options.bits();
+  }
+  const int64_t stem = p.channels(base[0]);
+  conv1 = register_module(
+      "conv1", QuantConv2d(QuantConv2dOptions(spec_.in_channels, stem, imagenet ? 7 : 3)
+                               .stride(imagenet ? 2 : 1)
+                               .padding(imagenet ? 3 : 1)
+                               .bias(false)
+                               .weight_bits(bits("conv1", p.fp32_first_layer ? kFullPrecisionBits
+                                                                             : p.weight_bits))
+                               .input_bits(image_bits)
+                               .init(spec_.init)));
+  bn1 = register_module("bn1", torch::nn::BatchNorm2d(stem));
+  act1 = register_module(
+      "act1", QuantReLU(bits("act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
+
+  int64_t channels = stem;
+  int64_t stream_bits = act1->options.bits();
+  for (size_t s = 0; s < base.size(); ++s) {
+    torch::nn::Sequential stage;
+    for (int64_t b = 0; b < arch_.blocks[s]; ++b) {
+      BlockArgs a;
+      a.name = "layer" + std::to_string(s + 1) + "." + std::to_string(b);
+      a.bottleneck = bottleneck;
+      a.cifar = !imagenet;
+      a.in_channels = channels;
+      a.planes = p.channels(base[s]);
+      a.out_channels = bottleneck ? p.channels(base[s] * 4) : a.planes;
+      a.stride = (s > 0 && b == 0) ? 2 : 1;
+      a.stream_bits = stream_bits;
+      a.last = s + 1 == base.size() && b + 1 == arch_.blocks[s];
+      ResidualBlock block(a, p, spec_.init, bits);
+      stream_bits = block->out_bits();
+      channels = a.out_channels;
+      stage->push_back(block);
+    }
+    stages.push_back(register_module("layer" + std::to_string(s + 1), stage));
+  }
+  fc = register_module(
+      "fc", nn::QuantLinear(nn::QuantLinearOptions(channels, spec_.num_classes)
+                                .weight_bits(bits("fc", p.fp32_last_layer ? kFullPrecisionBits
+                                                                          : p.weight_bits))
+                                .input_bits(stream_bits)
+                                .init(spec_.init)));
+  bits.check_overrides(spec_.name);
+}
+
+torch::Tensor ResNetImpl::forward(torch::Tensor x) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == spec_.in_channels, spec_.name, ": expected input [N, ",
+              spec_.in_channels, ", H, W], got ", x.sizes());
+  if (input_act) x = input_act(x);
+  x = act1(bn1(conv1(x)));
+  if (arch_.stem == ResNetArch::Stem::kImageNet) {
+    x = torch::max_pool2d(x, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
+  }
+  for (auto& stage : stages) x = stage->forward(x);
+  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+  return fc(x);
+}
+
+}  // namespace models
+}  // namespace wrpn

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Builds and checks wrpn on a machine with an NVIDIA GPU and no network.
+#
+#   scripts/gpu_check.sh --prepare     (on a networked machine) fetch the .deb files the build
+#                                      needs into third_party/debs/ and the datasets into data/
+#   scripts/gpu_check.sh [OUT_DIR]     (on the GPU machine) unpack those .debs into the build
+#                                      folder (never into /), build against this machine's
+#                                      python3 torch with CUDA for the local GPU, run every test
+#                                      including the CUDA ones, run the benchmark; logs and JSON
+#                                      go to OUT_DIR (default $OUT, else gpu_check_out/).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DEBS=(catch2 libfmt-dev libfmt9 nlohmann-json3-dev)
+
+if [[ "${1:-}" == "--prepare" ]]; then
+  set -e
+  mkdir -p third_party/debs
+  (cd third_party/debs && apt-get download "${DEBS[@]}" 2>/dev/null) || {
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    (cd third_party/debs && apt-get download "${DEBS[@]}")
+  }
+  if [[ -x scripts/fetch_data.sh ]]; then scripts/fetch_data.sh; fi
+  ls -la third_party/debs
+  exit 0
+fi
+
+OUT_DIR="${1:-${OUT:-$ROOT/gpu_check_out}}"
+mkdir -p "$OUT_DIR"
+BUILD=build-gpu
+DEPS="$ROOT/$BUILD/third_party/root"
+PY="${WRPN_GPU_PYTHON:-python3}"
+status=0
+step() { printf '\n=== %s ===\n' "$*" | tee -a "$OUT_DIR/summary.txt"; }
+
+step "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  nvcc --version | tail -2
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+} 2>&1 | tee -a "$OUT_DIR/summary.txt"
+
+step "unpack build dependencies into $DEPS"
+mkdir -p "$DEPS"
+shopt -s nullglob
+debs=(third_party/debs/*.deb)
+if ((${#debs[@]} == 0)); then
+  echo "no .deb files in third_party/debs: run scripts/gpu_check.sh --prepare on a networked machine" \
+    | tee -a "$OUT_DIR/summary.txt"
+  exit 2
+fi
+for f in "${debs[@]}"; do dpkg -x "$f" "$DEPS"; done
+
+step "configure and build"
+TORCH_PREFIX="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+ARCH="$("$PY" -c 'import torch; p = torch.cuda.get_device_capability(); print(f"{p[0]}.{p[1]}")' 2>/dev/null || echo 9.0)"
+FMT_DIR="$(dirname "$(find "$DEPS" -name fmt-config.cmake | head -1)")"
+NLOHMANN_DIR="$(dirname "$(find "$DEPS" -name nlohmann_jsonConfig.cmake | head -1)")"
+CATCH_DIR="$(dirname "$(find "$DEPS" -name Catch2Config.cmake | head -1)")"
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWRPN_WITH_CUDA=ON \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DTORCH_CUDA_ARCH_LIST="$ARCH" \
+  -Dfmt_DIR="$FMT_DIR" -Dnlohmann_json_DIR="$NLOHMANN_DIR" -DCatch2_DIR="$CATCH_DIR" \
+  -DWRPN_PYTHON="$(command -v "$PY")" >"$OUT_DIR/configure.log" 2>&1 \
+  || { tail -40 "$OUT_DIR/configure.log"; exit 1; }
+cmake --build "$BUILD" -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1 \
+  || { grep -E "error|Error" "$OUT_DIR/build.log" | head -40; exit 1; }
+echo "build OK"
+
+step "tests (CUDA included)"
+ctest --test-dir "$BUILD" --output-on-failure -j 8 --timeout 900 \
+  --output-junit "$OUT_DIR/ctest.xml" >"$OUT_DIR/ctest.log" 2>&1 || status=1
+grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT_DIR/ctest.log" | tail -40 | tee -a "$OUT_DIR/summary.txt"
+
+step "benchmark"
+if [[ -x "$BUILD/examples/wrpn_bench" ]]; then
+  "$BUILD/examples/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \
+    >"$OUT_DIR/bench.log" 2>&1 || status=1
+  tail -60 "$OUT_DIR/bench.log"
+fi
+exit $status

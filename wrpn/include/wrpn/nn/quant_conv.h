@@ -1,0 +1,72 @@
+#pragma once
+/// A 2-D convolution with WRPN-quantized weights, state-dict compatible with torch::nn::Conv2d.
+
+#include <torch/arg.h>
+#include <torch/expanding_array.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <ostream>
+
+#include "wrpn/nn/init.h"
+#include "wrpn/precision.h"
+
+namespace wrpn {
+namespace nn {
+
+/// Options for QuantConv2d: torch::nn::Conv2dOptions' fields (zero padding only) plus the bits.
+struct QuantConv2dOptions {
+  QuantConv2dOptions(int64_t in_channels, int64_t out_channels,
+                     torch::ExpandingArray<2> kernel_size);
+
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  TORCH_ARG(torch::ExpandingArray<2>, kernel_size);
+  TORCH_ARG(torch::ExpandingArray<2>, stride) = 1;
+  TORCH_ARG(torch::ExpandingArray<2>, padding) = 0;
+  TORCH_ARG(torch::ExpandingArray<2>, dilation) = 1;
+  TORCH_ARG(int64_t, groups) = 1;
+  /// A bias, kept fp32 (it adds to the accumulator), as in torch::nn::Conv2d.
+  TORCH_ARG(bool, bias) = true;
+  /// Weight bits: 1..16, or 32 for an fp32 conv. 4 is where WRPN finds wide models lossless.
+  TORCH_ARG(int64_t, weight_bits) = 4;
+  /// Bits of the activation this conv consumes (32: unquantized). The model that wires the conv
+  /// sets it; forward() does not quantize its input. Read by the cost report and packed export.
+  TORCH_ARG(int64_t, input_bits) = kFullPrecisionBits;
+  /// How reset_parameters() draws the weight.
+  TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
+};
+
+/// Conv2d whose fp32 shadow weight is quantized by wrpn::quantize_weight on every forward
+/// (straight-through gradient), so the optimiser updates fp32 values. Parameters "weight" and
+/// "bias" have torch::nn::Conv2d's names and shapes: state dicts move freely between the two.
+class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
+ public:
+  QuantConv2dImpl(int64_t in_channels, int64_t out_channels, torch::ExpandingArray<2> kernel_size)
+      : QuantConv2dImpl(QuantConv2dOptions(in_channels, out_channels, kernel_size)) {}
+  explicit QuantConv2dImpl(QuantConv2dOptions options);
+
+  /// Checks the options, registers the parameters and initialises them.
+  void reset() override;
+  /// Redraws the weight (per options.init()) and the bias (torch's default).
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+
+  /// conv2d(x, Q(weight), bias); Q is the identity at 32 bits.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  /// The weight as forward() uses it: quantized, or the fp32 weight at 32 bits.
+  torch::Tensor effective_weight() const;
+
+  QuantConv2dOptions options;
+  torch::Tensor weight;
+  /// Undefined when options.bias() is false.
+  torch::Tensor bias;
+};
+
+/// Holder of a QuantConv2dImpl (see the LibTorch module ownership docs).
+TORCH_MODULE(QuantConv2d);
+
+}  // namespace nn
+}  // namespace wrpn

@@ -1,0 +1,274 @@
+// wrpn::nn modules: QuantConv2d, QuantLinear, QuantReLU, their initialisation, and the layer
+// trace the cost report reads.
+
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/init.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "wrpn/nn/init.h"
+#include "wrpn/nn/quant_conv.h"
+#include "wrpn/nn/quant_linear.h"
+#include "wrpn/nn/quant_relu.h"
+#include "wrpn/ops.h"
+#include "wrpn/src/nn/trace.h"
+
+namespace wrpn {
+namespace nn {
+
+// ---- initialisation ----
+
+std::string to_string(WeightInit init) {
+  switch (init) {
+    case WeightInit::kQuantAware:
+      return "quant_aware";
+    case WeightInit::kHe:
+      return "he";
+    case WeightInit::kTorchDefault:
+      return "torch_default";
+  }
+  TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
+}
+
+WeightInit weight_init_from_string(const std::string& name) {
+  for (auto init : {WeightInit::kQuantAware, WeightInit::kHe, WeightInit::kTorchDefault}) {
+    if (to_string(init) == name) return init;
+  }
+  TORCH_CHECK(false, "unknown weight init \"", name,
+              "\": expected quant_aware, he or torch_default");
+}
+
+namespace {
+
+void he_normal_(at::Tensor& w) {
+  torch::nn::init::kaiming_normal_(w, /*a=*/0.0, torch::kFanOut, torch::kReLU);
+}
+
+void torch_default_(at::Tensor& w) {
+  torch::nn::init::kaiming_uniform_(w, /*a=*/std::sqrt(5.0));
+}
+
+/// The std of the draw `he_normal_` or `torch_default_` makes.
+double fp32_std(const at::Tensor& w, bool he) {
+  auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(w);
+  if (he) return std::sqrt(2.0 / static_cast<double>(fan_out));
+  // kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in).
+  return 1.0 / std::sqrt(3.0 * static_cast<double>(fan_in));
+}
+
+/// N(0, std^2) restricted to [-bound, bound], by inverting the normal CDF on the clipped range
+/// (torch.nn.init.trunc_normal_'s method).
+void truncated_normal_(at::Tensor& w, double std, double bound) {
+  auto cdf = [](double z) { return 0.5 * (1.0 + std::erf(z / std::sqrt(2.0))); };
+  const double lo = cdf(-bound / std), hi = cdf(bound / std);
+  w.uniform_(2.0 * lo - 1.0, 2.0 * hi - 1.0).erfinv_().mul_(std * std::sqrt(2.0));
+  w.clamp_(-bound, bound);
+}
+
+}  // namespace
+
+void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_conv) {
+  check_bits(bits, "weight bits");
+  torch::NoGradGuard no_grad;
+  if (weight.numel() == 0) return;
+  switch (init) {
+    case WeightInit::kHe:
+      he_normal_(weight);
+      return;
+    case WeightInit::kTorchDefault:
+      torch_default_(weight);
+      return;
+    case WeightInit::kQuantAware: {
+      is_conv ? he_normal_(weight) : torch_default_(weight);
+      if (bits < 2 || bits == kFullPrecisionBits) return;
+      const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+      if (fp32_std(weight, is_conv) >= step) return;
+      truncated_normal_(weight, step, 1.0);
+      return;
+    }
+  }
+  TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
+}
+
+double zero_fraction(const at::Tensor& weight, int64_t bits) {
+  check_bits(bits, "weight bits");
+  if (weight.numel() == 0) return 0.0;
+  torch::NoGradGuard no_grad;
+  const auto q = bits == kFullPrecisionBits ? weight : quantize_weight(weight, bits);
+  return q.eq(0).sum().item<double>() / static_cast<double>(q.numel());
+}
+
+// ---- trace ----
+
+namespace detail {
+namespace {
+thread_local LayerTrace* active_trace = nullptr;
+}  // namespace
+
+LayerTrace::LayerTrace() : previous_(active_trace) { active_trace = this; }
+LayerTrace::~LayerTrace() { active_trace = previous_; }
+
+void trace_call(const torch::nn::Module* module, const at::Tensor& input,
+                const at::Tensor& output) {
+  if (active_trace == nullptr) return;
+  active_trace->calls_.push_back({module, input.sizes().vec(), output.sizes().vec()});
+}
+}  // namespace detail
+
+namespace {
+
+void check_layer_bits(int64_t weight_bits, int64_t input_bits, const char* module) {
+  check_bits(weight_bits, std::string(module) + " weight_bits");
+  check_bits(input_bits, std::string(module) + " input_bits");
+}
+
+void init_bias_(at::Tensor& bias, const at::Tensor& weight) {
+  if (!bias.defined()) return;
+  torch::NoGradGuard no_grad;
+  auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
+  const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+  bias.uniform_(-bound, bound);
+}
+
+at::Tensor quantized(const at::Tensor& weight, int64_t bits) {
+  return bits == kFullPrecisionBits ? weight : quantize_weight(weight, bits);
+}
+
+}  // namespace
+
+// ---- QuantConv2d ----
+
+QuantConv2dOptions::QuantConv2dOptions(int64_t in_channels, int64_t out_channels,
+                                       torch::ExpandingArray<2> kernel_size)
+    : in_channels_(in_channels), out_channels_(out_channels), kernel_size_(kernel_size) {}
+
+QuantConv2dImpl::QuantConv2dImpl(QuantConv2dOptions options) : options(std::move(options)) {
+  reset();
+}
+
+void QuantConv2dImpl::reset() {
+  const auto& o = options;
+  TORCH_CHECK(o.in_channels() > 0 && o.out_channels() > 0 && o.groups() > 0,
+              "QuantConv2d: in_channels (", o.in_channels(), "), out_channels (",
+              o.out_channels(), ") and groups (", o.groups(), ") must be positive");
+  TORCH_CHECK(o.in_channels() % o.groups() == 0 && o.out_channels() % o.groups() == 0,
+              "QuantConv2d: in_channels (", o.in_channels(), ") and out_channels (",
+              o.out_channels(), ") must be divisible by groups (", o.groups(), ")");
+  for (int i = 0; i < 2; ++i) {
+    TORCH_CHECK((*o.kernel_size())[i] > 0 && (*o.stride())[i] > 0 && (*o.dilation())[i] > 0 &&
+                    (*o.padding())[i] >= 0,
+                "QuantConv2d: kernel_size ", o.kernel_size(), ", stride ", o.stride(),
+                " and dilation ", o.dilation(), " must be positive, padding ", o.padding(),
+                " non-negative");
+  }
+  check_layer_bits(o.weight_bits(), o.input_bits(), "QuantConv2d");
+  weight = register_parameter(
+      "weight", torch::empty({o.out_channels(), o.in_channels() / o.groups(),
+                              (*o.kernel_size())[0], (*o.kernel_size())[1]}));
+  if (o.bias()) {
+    bias = register_parameter("bias", torch::empty({o.out_channels()}));
+  } else {
+    bias = register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+void QuantConv2dImpl::reset_parameters() {
+  init_weight_(weight, options.init(), options.weight_bits(), /*is_conv=*/true);
+  init_bias_(bias, weight);
+}
+
+void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
+  const auto& o = options;
+  stream << "wrpn::nn::QuantConv2d(" << o.in_channels() << ", " << o.out_channels()
+         << ", kernel_size=" << o.kernel_size() << ", stride=" << o.stride();
+  if (*o.padding() != *torch::ExpandingArray<2>(0)) stream << ", padding=" << o.padding();
+  if (*o.dilation() != *torch::ExpandingArray<2>(1)) stream << ", dilation=" << o.dilation();
+  if (o.groups() != 1) stream << ", groups=" << o.groups();
+  if (!o.bias()) stream << ", bias=false";
+  stream << ", weight_bits=" << o.weight_bits();
+  if (o.input_bits() != kFullPrecisionBits) stream << ", input_bits=" << o.input_bits();
+  stream << ")";
+}
+
+torch::Tensor QuantConv2dImpl::effective_weight() const {
+  return quantized(weight, options.weight_bits());
+}
+
+torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
+  auto out = torch::conv2d(x, effective_weight(), bias, options.stride(), options.padding(),
+                           options.dilation(), options.groups());
+  detail::trace_call(this, x, out);
+  return out;
+}
+
+// ---- QuantLinear ----
+
+QuantLinearOptions::QuantLinearOptions(int64_t in_features, int64_t out_features)
+    : in_features_(in_features), out_features_(out_features) {}
+
+QuantLinearImpl::QuantLinearImpl(QuantLinearOptions options) : options(std::move(options)) {
+  reset();
+}
+
+void QuantLinearImpl::reset() {
+  TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0,
+              "QuantLinear: in_features (", options.in_features(), ") and out_features (",
+              options.out_features(), ") must be positive");
+  check_layer_bits(options.weight_bits(), options.input_bits(), "QuantLinear");
+  weight = register_parameter("weight",
+                              torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty({options.out_features()}));
+  } else {
+    bias = register_parameter("bias", torch::Tensor(), /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+void QuantLinearImpl::reset_parameters() {
+  init_weight_(weight, options.init(), options.weight_bits(), /*is_conv=*/false);
+  init_bias_(bias, weight);
+}
+
+void QuantLinearImpl::pretty_print(std::ostream& stream) const {
+  stream << "wrpn::nn::QuantLinear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features();
+  if (!options.bias()) stream << ", bias=false";
+  stream << ", weight_bits=" << options.weight_bits();
+  if (options.input_bits() != kFullPrecisionBits) {
+    stream << ", input_bits=" << options.input_bits();
+  }
+  stream << ")";
+}
+
+torch::Tensor QuantLinearImpl::effective_weight() const {
+  return quantized(weight, options.weight_bits());
+}
+
+torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
+  auto out = torch::linear(x, effective_weight(), bias);
+  detail::trace_call(this, x, out);
+  return out;
+}
+
+// ---- QuantReLU ----
+
+QuantReLUOptions::QuantReLUOptions(int64_t bits) : bits_(bits) {}
+
+QuantReLUImpl::QuantReLUImpl(QuantReLUOptions options) : options(std::move(options)) { reset(); }
+
+void QuantReLUImpl::reset() { check_bits(options.bits(), "QuantReLU bits"); }
+
+void QuantReLUImpl::pretty_print(std::ostream& stream) const {
+  stream << "wrpn::nn::QuantReLU(bits=" << options.bits() << ")";
+}
+
+torch::Tensor QuantReLUImpl::forward(const torch::Tensor& x) {
+  return options.bits() == kFullPrecisionBits ? torch::relu(x)
+                                              : quantize_activation(x, options.bits());
+}
+
+}  // namespace nn
+}  // namespace wrpn
