@@ -191,6 +191,14 @@ inline at::Tensor pack_loop(const at::Tensor& bits) {
   return out;
 }
 
+/// Allocates and frees blocks the size of an op's outputs for `x` (values, mask), filled with a
+/// value no quantizer produces and with 0xFF, so that the next allocations, which usually reuse
+/// these blocks, hold poison rather than an earlier, correct result where an op forgets to write.
+inline void poison_output_memory(const at::Tensor& x) {
+  at::Tensor values = at::empty(x.sizes(), x.options()).fill_(-1234.5);
+  at::Tensor mask = at::empty({(x.numel() + 7) / 8}, x.options().dtype(at::kByte)).fill_(0xFF);
+}
+
 /// Kinds of random input.
 enum class Values {
   /// Normal and uniform values, near-ties of small scales, and special points (bounds and their

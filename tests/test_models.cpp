@@ -2,6 +2,7 @@
 // computation, forward/backward of every model, where the quantizers sit, the registry, the
 // cost report, checkpoints and the packed export.
 
+#include <dirent.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -11,7 +12,6 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -21,7 +21,6 @@
 
 namespace {
 
-namespace fs = std::filesystem;
 using Catch::Contains;
 using wrpn::PrecisionConfig;
 using wrpn::models::Classifier;
@@ -74,21 +73,42 @@ int64_t cifar_resnet_params(int64_t n_blocks, int64_t w, int64_t classes, int64_
   return n + in * classes + classes;
 }
 
-/// A fresh directory under the system temp dir, removed at scope exit.
+/// Names in a directory, sorted, without "." and "..".
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    for (const auto& n : list_dir(path)) remove_tree(path + "/" + n);
+    ::rmdir(path.c_str());
+  } else {
+    ::unlink(path.c_str());
+  }
+}
+
+/// A fresh directory under /tmp, removed at scope exit. POSIX calls only: std::filesystem calls
+/// can bind to the copies of those functions that libtorch.so exports.
 struct TempDir {
-  fs::path path;
+  std::string path;
   TempDir() {
-    path = fs::temp_directory_path() /
-           ("wrpn_models_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::remove_all(path);
-    fs::create_directories(path);
+    std::string tmpl = "/tmp/wrpn_models_test_XXXXXX";
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
   }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
+  ~TempDir() { remove_tree(path); }
+  std::string file(const std::string& name) const { return path + "/" + name; }
 };
 
 std::string slurp(const std::string& path) {
@@ -530,17 +550,12 @@ TEST_CASE("checkpoint: atomic replacement, no leftovers, clear write errors", "[
 
   // A failed save (the target is a directory) reports the path and leaves no temporary file.
   const auto blocked = dir.file("blocked.ckpt");
-  fs::create_directory(blocked);
+  REQUIRE(::mkdir(blocked.c_str(), 0755) == 0);
   REQUIRE_THROWS_WITH(wrpn::models::save_checkpoint(blocked, *m1),
                       Contains("cannot write '" + blocked + "'") && Contains("renaming"));
   REQUIRE_THROWS_WITH(wrpn::models::save_checkpoint(dir.file("no/such/dir/x.ckpt"), *m1),
                       Contains("creating the temporary file"));
-  std::vector<std::string> entries;
-  for (const auto& e : fs::directory_iterator(dir.path)) {
-    entries.push_back(e.path().filename().string());
-  }
-  std::sort(entries.begin(), entries.end());
-  REQUIRE(entries == std::vector<std::string>{"blocked.ckpt", "run.ckpt"});
+  REQUIRE(list_dir(dir.path) == std::vector<std::string>{"blocked.ckpt", "run.ckpt"});
 }
 
 TEST_CASE("checkpoint: truncated, corrupt and foreign files give clear errors", "[models]") {

@@ -252,7 +252,7 @@ TEST_CASE("initialisation: zero fractions against the normal distribution", "[nn
     REQUIRE(conv->weight.abs().max().item<double>() <= 1.0);
   }
   // The truncated draw of quant_aware at 2 bits keeps the normal's shape inside [-1, 1].
-  auto w = torch::empty({200000});
+  auto w = torch::empty({400, 500});
   wrpn::nn::init_weight_(w, wrpn::nn::WeightInit::kQuantAware, 2, /*is_conv=*/false);
   REQUIRE(w.abs().max().item<double>() <= 1.0);
   const double frac_half = w.abs().lt(0.5).to(torch::kDouble).mean().item<double>();

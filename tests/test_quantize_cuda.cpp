@@ -34,6 +34,7 @@ using wrpn_test::float_dtypes;
 using wrpn_test::make_grad;
 using wrpn_test::make_input;
 using wrpn_test::mask_mismatch;
+using wrpn_test::poison_output_memory;
 using wrpn_test::ref_masked_grad;
 using wrpn_test::Values;
 
@@ -82,6 +83,7 @@ void check_cuda(const at::Tensor& x_cpu, const at::Tensor& x, const at::Tensor& 
   const at::Tensor want = reference(weight, x_cpu, bits);
   const at::Tensor pass = reference_pass(weight, x_cpu);
   auto [q_cpu, mask_cpu] = forward_with_mask(weight, x_cpu, bits);
+  poison_output_memory(x);
   auto [q, mask] = forward_with_mask(weight, x, bits);
   REQUIRE(q.device() == x.device());
   REQUIRE(mask.device() == x.device());
@@ -89,9 +91,11 @@ void check_cuda(const at::Tensor& x_cpu, const at::Tensor& x, const at::Tensor& 
   REQUIRE(bit_mismatch(q, want) == "");
   REQUIRE(bit_mismatch(mask, mask_cpu) == "");
   REQUIRE(mask_mismatch(mask, pass) == "");
+  poison_output_memory(x);
   REQUIRE(bit_mismatch(forward(weight, x, bits), want) == "");
 
   const at::Tensor want_grad = ref_masked_grad(g_cpu, pass);
+  poison_output_memory(x);
   const at::Tensor grad = wrpn::masked_grad(g, mask);
   REQUIRE(grad.device() == x.device());
   REQUIRE(bit_mismatch(grad, wrpn::masked_grad(g_cpu, mask_cpu)) == "");

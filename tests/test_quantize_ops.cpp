@@ -29,6 +29,7 @@ using wrpn_test::make_grad;
 using wrpn_test::make_input;
 using wrpn_test::mask_mismatch;
 using wrpn_test::pack_loop;
+using wrpn_test::poison_output_memory;
 using wrpn_test::ref_masked_grad;
 using wrpn_test::Values;
 
@@ -115,10 +116,13 @@ Expected expected_for(const at::Tensor& x, int64_t bits, bool weight, uint64_t s
 
 /// Values, mask, the mask-free op, _masked_grad and the autograd gradient of one input.
 void check_ops(const Expected& e, const at::Tensor& x, int64_t bits, bool weight) {
+  poison_output_memory(x);
   auto [q, mask] = forward_with_mask(weight, x, bits);
   REQUIRE(bit_mismatch(q, e.q) == "");
   REQUIRE(mask_mismatch(mask, e.pass) == "");
+  poison_output_memory(x);
   REQUIRE(bit_mismatch(forward(weight, x, bits), e.q) == "");
+  poison_output_memory(x);
   REQUIRE(bit_mismatch(wrpn::masked_grad(e.grad_in, mask), e.grad_out) == "");
 
   at::Tensor leaf = x.detach();
@@ -567,9 +571,11 @@ TEST_CASE("quantizers: one thread and several threads give identical results", "
           at::set_num_threads(threads);
           INFO("capability " << cap << ", dtype " << st << ", n " << n << ", " << op_label(weight)
                              << ", bits " << bits << ", threads " << threads);
+          poison_output_memory(x);
           auto [q, m] = forward_with_mask(weight, x, bits);
           REQUIRE(bit_mismatch(q, q1) == "");
           REQUIRE(bit_mismatch(m, m1) == "");
+          poison_output_memory(x);
           REQUIRE(bit_mismatch(wrpn::masked_grad(e.grad_in, m), g1) == "");
         }
       }

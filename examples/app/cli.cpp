@@ -147,6 +147,8 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--threads", o.threads, "CPU threads (0: LibTorch's default)");
   app.add_option("--run-dir", o.run_dir, "output directory")->capture_default_str();
   app.add_flag("--resume", o.resume, "continue from RUN_DIR/last.ckpt when it exists");
+  app.add_option("--stop-after", o.stop_after,
+                 "stop after this many epochs of the schedule (continue later with --resume)");
   app.add_flag("--quiet", o.quiet, "no progress output");
 }
 

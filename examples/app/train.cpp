@@ -189,6 +189,7 @@ void TrainOptions::validate() const {
   TORCH_CHECK_VALUE(threads >= 0, "--threads must be >= 0, got ", threads);
   TORCH_CHECK_VALUE(image_size >= 8, "--image-size must be >= 8, got ", image_size);
   TORCH_CHECK_VALUE(!run_dir.empty(), "--run-dir must not be empty");
+  TORCH_CHECK_VALUE(stop_after >= 0, "--stop-after must be >= 0, got ", stop_after);
 }
 
 json TrainOptions::to_json() const {
@@ -421,7 +422,8 @@ json train(const TrainOptions& o) {
     if (improved) models::save_checkpoint(best, *model, info);
     info.blob = optimizer_blob(opt);
     models::save_checkpoint(last, *model, info);
-    if (g_stop.load() && epoch + 1 < o.epochs) {
+    const bool stop_now = g_stop.load() || (o.stop_after > 0 && epoch + 1 >= o.stop_after);
+    if (stop_now && epoch + 1 < o.epochs) {
       say("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
       ++epoch;
       break;

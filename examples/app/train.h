@@ -45,6 +45,7 @@ struct TrainOptions {
   // Output.
   std::string run_dir = "runs/latest";
   bool resume = false;  ///< continue from run_dir/last.ckpt if it exists
+  int64_t stop_after = 0;  ///< stop (resumably) once this many epochs are done (0: never)
   bool quiet = false;
 
   /// Throws c10::Error naming the first bad option and what it expects.

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 namespace wrpn {
@@ -98,15 +97,17 @@ std::vector<std::string_view> parse_container(std::string_view data, std::string
 }
 
 void write_file_atomically(const std::string& path, std::string_view data) {
-  namespace fs = std::filesystem;
+  // Plain string paths: std::filesystem calls can bind to the copies libtorch.so exports.
   static std::atomic<uint64_t> counter{0};
-  const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const fs::path tmp =
-      dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-             std::to_string(counter.fetch_add(1)));
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  TORCH_CHECK(!name.empty(), "cannot write '", path, "': it names a directory, not a file");
+  const std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
+                          "." + name + ".tmp." + std::to_string(::getpid()) + "." +
+                          std::to_string(counter.fetch_add(1));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  TORCH_CHECK(fd >= 0, "cannot write '", path, "': creating the temporary file '", tmp.string(),
+  TORCH_CHECK(fd >= 0, "cannot write '", path, "': creating the temporary file '", tmp,
               "' failed: ", os_error());
   auto fail = [&](const std::string& step) {
     const std::string err = os_error();
@@ -127,7 +128,7 @@ void write_file_atomically(const std::string& path, std::string_view data) {
     ::unlink(tmp.c_str());
     TORCH_CHECK(false, "cannot write '", path, "': closing the temporary file failed: ", err);
   }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string err = os_error();
     ::unlink(tmp.c_str());
     TORCH_CHECK(false, "cannot write '", path, "': renaming the temporary file over it failed: ",

@@ -1,0 +1,231 @@
+// The training loop, schedules and run files (examples/app): loss falls, resume is exact,
+// the documented fields are there, evaluation reproduces the trainer's numbers.
+
+#include <torch/torch.h>
+#include <wrpn/models/checkpoint.h>
+#include <wrpn/train/utils.h>
+
+// After LibTorch: Catch2's CHECK must replace c10's glog-style CHECK.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unistd.h>
+
+#include "app/train.h"
+
+using nlohmann::json;
+using wrpn::app::TrainOptions;
+
+namespace {
+
+std::string digits_root() {
+  const char* src = std::getenv("WRPN_SOURCE_DIR");
+  const std::string root = std::string(src ? src : ".") + "/data/digits";
+  INFO("the digits data is fetched by scripts/setup.sh (scripts/fetch_data.sh)");
+  REQUIRE(wrpn::train::path_exists(root + "/digits.csv.gz"));
+  return root;
+}
+
+std::string temp_dir(const std::string& tag) {
+  std::string t = "/tmp/wrpn_train_test_" + tag + "_XXXXXX";
+  REQUIRE(::mkdtemp(t.data()) != nullptr);
+  return t;
+}
+
+TrainOptions small_run(const std::string& dir) {
+  TrainOptions o;
+  o.model = "resnet20";
+  o.precision = wrpn::PrecisionConfig::make(4, 4, 1.0);
+  o.data_root = digits_root();
+  o.limit_train = 192;
+  o.limit_test = 96;
+  o.batch_size = 32;
+  o.epochs = 3;
+  o.schedule.warmup_epochs = 0;
+  o.schedule.base_lr = 0.05;
+  o.threads = 1;
+  o.device = "cpu";
+  o.run_dir = dir;
+  o.quiet = true;
+  o.seed = 7;
+  return o;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<json> rows;
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(json::parse(line));
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("learning-rate schedules", "[train]") {
+  wrpn::train::LrSchedule s;
+  s.kind = "cosine";
+  s.base_lr = 0.1;
+  s.min_lr = 0.0;
+  s.warmup_epochs = 0;
+  CHECK(s.at(0, 10) == Approx(0.1));
+  CHECK(s.at(5, 10) == Approx(0.05));
+  CHECK(s.at(10, 10) == Approx(0.0).margin(1e-12));
+  s.warmup_epochs = 2;
+  CHECK(s.at(1, 10) == Approx(0.05));
+  CHECK(s.at(2, 10) == Approx(0.1));
+  CHECK(s.at(6, 10) == Approx(0.05));
+  s.kind = "step";
+  s.warmup_epochs = 0;
+  s.milestones = {3, 6};
+  s.gamma = 0.1;
+  CHECK(s.at(2.9, 10) == Approx(0.1));
+  CHECK(s.at(3, 10) == Approx(0.01));
+  CHECK(s.at(7, 10) == Approx(0.001));
+  s.kind = "linear";
+  CHECK_THROWS_WITH(s.validate(), Catch::Contains("cosine, step or constant"));
+  s.kind = "step";
+  s.milestones = {5, 2};
+  CHECK_THROWS_WITH(s.validate(), Catch::Contains("increasing"));
+}
+
+TEST_CASE("top-k correct on hand values", "[train]") {
+  const auto logits = torch::tensor({{0.1f, 0.9f, 0.0f}, {0.5f, 0.2f, 0.3f}, {0.2f, 0.3f, 0.5f}});
+  const auto target = torch::tensor({1, 2, 0}, torch::kLong);
+  CHECK(wrpn::train::topk_correct(logits, target, 1) == 1);
+  CHECK(wrpn::train::topk_correct(logits, target, 2) == 2);
+  CHECK(wrpn::train::topk_correct(logits, target, 5) == 3);  // k clipped to the class count
+  CHECK_THROWS(wrpn::train::topk_correct(logits, target.slice(0, 0, 2), 1));
+}
+
+TEST_CASE("atomic_write replaces whole files and append_line appends", "[train]") {
+  const std::string dir = temp_dir("io");
+  const std::string f = dir + "/sub/dir/file.txt";
+  wrpn::train::atomic_write(f, "first");
+  CHECK(wrpn::train::read_file(f) == "first");
+  wrpn::train::atomic_write(f, "second, longer");
+  CHECK(wrpn::train::read_file(f) == "second, longer");
+  wrpn::train::append_line(dir + "/m.jsonl", "{\"a\":1}");
+  wrpn::train::append_line(dir + "/m.jsonl", "{\"a\":2}");
+  CHECK(wrpn::train::read_file(dir + "/m.jsonl") == "{\"a\":1}\n{\"a\":2}\n");
+  CHECK_THROWS_WITH(wrpn::train::read_file(dir + "/missing"), Catch::Contains("missing"));
+  CHECK_THROWS_WITH(wrpn::train::atomic_write("/proc/wrpn_cannot_write", "x"),
+                    Catch::Contains("/proc/wrpn_cannot_write"));
+}
+
+TEST_CASE("training options: JSON round trip and clear errors", "[train]") {
+  TrainOptions a;
+  a.model = "resnet32";
+  a.epochs = 7;
+  a.schedule.milestones = {2, 5};
+  a.precision = wrpn::PrecisionConfig::make(2, 4, 3.0);
+  TrainOptions b;
+  b.update_from_json(a.to_json());
+  CHECK(b.to_json() == a.to_json());
+  CHECK_THROWS_WITH(b.update_from_json(json{{"epoch", 3}}), Catch::Contains("'epoch'"));
+  CHECK_THROWS_WITH(b.update_from_json(json{{"epochs", "three"}}), Catch::Contains("'epochs'"));
+  TrainOptions c;
+  c.batch_size = 1;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("--batch-size"));
+  c = TrainOptions();
+  c.model = "resnet21";
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("resnet20"));
+  c = TrainOptions();
+  c.precision.act_bits = 0;
+  CHECK_THROWS(c.validate());
+  c = TrainOptions();
+  c.dataset = "cifar10";
+  c.data_root = "/nonexistent/cifar";
+  c.run_dir = temp_dir("nodata");
+  CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("/nonexistent/cifar"));
+}
+
+TEST_CASE("a short run: loss falls, files have the documented fields, eval agrees",
+          "[train]") {
+  const std::string dir = temp_dir("run");
+  TrainOptions o = small_run(dir);
+  o.augment = false;
+  const json summary = wrpn::app::train(o);
+
+  const auto rows = read_jsonl(dir + "/metrics.jsonl");
+  REQUIRE(rows.size() == 3);
+  for (const char* key : {"epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
+                          "test_top5", "seconds", "images_per_second"}) {
+    INFO(key);
+    CHECK(rows[0].contains(key));
+  }
+  CHECK(rows[2]["train_loss"].get<double>() < rows[0]["train_loss"].get<double>());
+  CHECK(rows[1]["epoch"] == 2);
+
+  const json file = json::parse(wrpn::train::read_file(dir + "/summary.json"));
+  CHECK(file == summary);
+  for (const char* key : {"best_top1", "best_top5", "final_top1", "final_top5", "epochs",
+                          "wall_seconds", "model", "precision", "parameters"}) {
+    INFO(key);
+    CHECK(summary.contains(key));
+  }
+  CHECK(summary["final_top1"].get<double>() == rows[2]["test_top1"].get<double>());
+  double best = 0;
+  for (const auto& r : rows) best = std::max(best, r["test_top1"].get<double>());
+  CHECK(summary["best_top1"].get<double>() == best);
+  CHECK(summary["parameters"].get<int64_t>() > 250000);
+
+  // wrpn_eval's path reproduces the accuracy recorded for each checkpoint.
+  for (const char* ckpt : {"last.ckpt", "best.ckpt"}) {
+    const auto meta = wrpn::models::read_checkpoint(dir + "/" + ckpt);
+    const auto r = wrpn::app::evaluate_checkpoint(dir + "/" + ckpt, "digits", o.data_root,
+                                                  "test", "cpu", 50, o.limit_test);
+    INFO(ckpt);
+    CHECK(r.images == o.limit_test);
+    CHECK(r.top1 == Approx(meta.info.metrics.at("test_top1")).epsilon(1e-12));
+    CHECK(r.loss == Approx(meta.info.metrics.at("test_loss")).epsilon(1e-4));
+  }
+  CHECK_THROWS_WITH(wrpn::app::evaluate_checkpoint(dir + "/last.ckpt", "digits", o.data_root,
+                                                   "valid", "cpu", 50),
+                    Catch::Contains("valid"));
+}
+
+TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") {
+  const std::string a_dir = temp_dir("full"), b_dir = temp_dir("resumed");
+  TrainOptions a = small_run(a_dir);
+  wrpn::app::train(a);
+
+  TrainOptions b = small_run(b_dir);
+  b.stop_after = 1;
+  const json partial = wrpn::app::train(b);
+  CHECK_FALSE(partial["completed"].get<bool>());
+  CHECK(read_jsonl(b_dir + "/metrics.jsonl").size() == 1);
+  b.stop_after = 0;
+  b.resume = true;
+  const json done = wrpn::app::train(b);
+  CHECK(done["completed"].get<bool>());
+
+  const auto ma = wrpn::models::load_checkpoint(a_dir + "/last.ckpt");
+  const auto mb = wrpn::models::load_checkpoint(b_dir + "/last.ckpt");
+  const auto pa = ma->named_parameters(), pb = mb->named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (const auto& kv : pa) {
+    INFO(kv.key());
+    CHECK(torch::equal(kv.value(), pb[kv.key()]));
+  }
+  const auto ba = ma->named_buffers(), bb = mb->named_buffers();
+  for (const auto& kv : ba) {
+    INFO(kv.key());
+    CHECK(torch::equal(kv.value(), bb[kv.key()]));
+  }
+  const auto ra = read_jsonl(a_dir + "/metrics.jsonl"), rb = read_jsonl(b_dir + "/metrics.jsonl");
+  REQUIRE(rb.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(ra[i]["train_loss"] == rb[i]["train_loss"]);
+    CHECK(ra[i]["test_top1"] == rb[i]["test_top1"]);
+  }
+
+  // A checkpoint of another model is refused, naming both.
+  TrainOptions c = small_run(b_dir);
+  c.precision = wrpn::PrecisionConfig::make(2, 2, 1.0);
+  c.resume = true;
+  CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("different model"));
+}
