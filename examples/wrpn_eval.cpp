@@ -2,6 +2,7 @@
 // and writes them as JSON.
 
 #include <torch/torch.h>
+#include <wrpn/models/checkpoint.h>
 #include <wrpn/train/utils.h>
 
 #include <cstdio>
@@ -13,13 +14,16 @@
 int main(int argc, char** argv) {
   return wrpn::app::run_main([&] {
     CLI::App app{"Evaluate a wrpn checkpoint", "wrpn_eval"};
-    std::string checkpoint, dataset = "digits", root, split = "test", device = "auto", json_out;
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    std::string checkpoint, dataset, root, split = "test", device = "auto", json_out;
     int64_t batch_size = 256, limit = 0, image_size = 224, threads = 0;
     app.add_option("checkpoint", checkpoint, "a checkpoint written by wrpn_train")
         ->required()
         ->check(CLI::ExistingFile);
-    app.add_option("--dataset", dataset, "digits, cifar10 or folder")->capture_default_str();
-    app.add_option("--data-root", root, "dataset directory (default: data/<dataset>)");
+    app.add_option("--dataset", dataset,
+                   "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
+    app.add_option("--data-root", root,
+                   "dataset directory (default: the training run's, else data/<dataset>)");
     app.add_option("--split", split, "train or test")->capture_default_str();
     app.add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
     app.add_option("--batch-size", batch_size, "batch size")->capture_default_str();
@@ -34,6 +38,17 @@ int main(int argc, char** argv) {
       return app.exit(e);
     }
     if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+    if (dataset.empty()) {
+      // wrpn_train records its options in the checkpoint: evaluate on the same data by default.
+      const auto meta = wrpn::models::read_checkpoint(checkpoint);
+      const auto extra = nlohmann::json::parse(meta.info.extra_json, nullptr, false);
+      const bool has = !extra.is_discarded() && extra.contains("options");
+      dataset = has ? extra["options"].value("dataset", "digits") : "digits";
+      if (root.empty() && has) root = extra["options"].value("data_root", "");
+      if (has && !app.get_option("--image-size")->count()) {
+        image_size = extra["options"].value("image_size", image_size);
+      }
+    }
     const auto r = wrpn::app::evaluate_checkpoint(checkpoint, dataset, root, split, device,
                                                   batch_size, limit, image_size);
     std::printf("%s on %s/%s: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.0f img/s)\n",

@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
     wrpn::app::TrainOptions o;
     wrpn::app::load_config_arg(argc, argv, o);
     CLI::App app{"Train a wide reduced-precision network (WRPN, arXiv 1709.01134)", "wrpn_train"};
+    // A flag given twice takes its last value, so scripts can put defaults before "$@".
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     wrpn::app::add_train_flags(app, o);
     try {
       app.parse(argc, argv);
