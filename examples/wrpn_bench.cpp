@@ -10,20 +10,23 @@
 #include <malloc.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
-#include <wrpn/wrpn.h>
+#include <wrpn/ops.h>
+#include <wrpn/version.h>
 
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <climits>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -57,10 +60,10 @@ against three baselines run in the same process, on the same tensors, in the sam
 Inputs are uniform in [-1.5, 1.5] (values outside both clamp ranges), grad is standard normal.
 Before timing, each kernel's output is checked bit for bit against an fp32 reference.
 
-Columns: "median" is the median time of one call over the rounds ("min" with --stat min); "GB/s"
-counts the bytes the wrpn op reads and writes (2*numel*elem_size, plus numel/8 for the mask in train and backward; the JSON lists them
-per row); "%clone" is that GB/s over clone's GB/s; "x comp" and "x fakeq" are speed-ups
-(baseline median / wrpn median).
+Columns: "median" is the median time of one call over the rounds ("min" with --stat min);
+"GB/s" counts the bytes the wrpn op reads and writes (2*numel*elem_size, plus numel/8 for the
+mask in train and backward; the JSON lists them per row); "%clone" is that GB/s over clone's
+GB/s; "x comp" and "x fakeq" are speed-ups (baseline time / wrpn time).
 
 Flags (lists are comma-separated):
   --sizes LIST        element counts; K, M, G are 2^10, 2^20, 2^30
@@ -71,8 +74,9 @@ Flags (lists are comma-separated):
   --ops LIST          weight, activation (default both)
   --directions LIST   train, infer, backward (default all three)
   --bits K            quantizer bit width, 2..16 (default 4; the time does not depend on it)
-  --iters N           timed rounds; every variant runs once a round (default: auto, enough
-                      rounds for --min-time seconds, at least 5 and at most 1000)
+  --iters N           timed rounds; every variant runs once a round, in a shuffled order
+                      (default: auto, enough rounds for --min-time seconds, at least 5 and at
+                      most 1000)
   --min-time S        target seconds per group of variants in auto mode (default 0.2)
   --warmup N          untimed calls of each variant before timing (default 2)
   --stat S            median (default) or min: the statistic the table and the ratios use.
@@ -88,12 +92,13 @@ Flags (lists are comma-separated):
   -h, --help          this text
 
 Memory: every timed call allocates its output, the kernels and the baselines alike. glibc
-serves blocks above its mmap threshold (at most 32 MiB on 64-bit systems) with a fresh mmap and
-returns them to the OS on free, so without tuning each call of a large size pays a page fault
-per 4 KiB of output, which can cost more than the computation. By default wrpn_bench therefore
-calls mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, INT_MAX) at start: freed blocks stay
-in the heap and are reused, and every side is measured without the faults. --no-mallopt
-measures with glibc's defaults instead; the JSON records which was used.
+serves blocks above its mmap threshold (adaptive, but never above 32 MiB on 64-bit systems)
+with a fresh mmap and returns them to the OS on free, so without tuning each call of a large
+size pays a page fault per 4 KiB of output, which can cost more than the computation. By
+default wrpn_bench therefore calls mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD,
+INT_MAX) at start: freed blocks stay in the heap and are reused, and every side is measured
+without the faults (the process keeps its peak memory until it exits). --no-mallopt measures
+with glibc's defaults instead; the JSON records which was used.
 
 CUDA: each call is bracketed by CUDA events on the current stream and the stop event is
 synchronized; sizes that fit in the L2 cache measure cache rather than DRAM bandwidth.
@@ -168,8 +173,7 @@ int64_t parse_size(const std::string& s) {
     digits.pop_back();
   }
   if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
-    throw UsageError(
-        fmt::format("--sizes: '{}' is not a size (examples: 65536, 64K, 4M, 1G)", s));
+    throw UsageError(fmt::format("--sizes: '{}' is not a size (examples: 65536, 64K, 4M, 1G)", s));
   }
   const int64_t v = parse_int("--sizes", digits, 1, int64_t{1} << 34) << shift;
   if (v > (int64_t{1} << 34)) throw UsageError(fmt::format("--sizes: {} is too large", s));
@@ -465,8 +469,9 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/// Runs the variants round-robin (each once a round) so that a change of machine load over the
-/// run affects all of them alike; returns the median and minimum per variant and the rounds.
+/// Runs the variants in rounds (each once a round, in a shuffled order) so that a change of machine
+/// load over the run affects all of them alike; returns the median and minimum per variant and
+/// the rounds.
 std::vector<std::optional<Measured>> measure(const std::vector<Variant>& variants,
                                              const Options& opt, int* rounds_out) {
   const size_t n = variants.size();
@@ -488,8 +493,13 @@ std::vector<std::optional<Measured>> measure(const std::vector<Variant>& variant
     rounds = static_cast<int>(std::clamp(want, 5.0, 1000.0));
   }
   std::vector<std::vector<double>> times(n);
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::mt19937 rng(12345);
   for (int r = 0; r < rounds; ++r) {
-    for (size_t k = 0; k < n; ++k) {
+    // A new order every round: what a call leaves in the caches and the heap then favours no one.
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t k : order) {
       if (variants[k].call) times[k].push_back(variants[k].call());
     }
   }
@@ -557,7 +567,8 @@ class Bench {
         if (!bad.empty()) failed_ = true;
       }
       const at::Tensor mask = std::get<1>(wrpn_train(op, x, bits));
-      const at::Tensor fq_mask = fq_note.empty() ? std::get<1>(fake_quant_train(x, q)) : at::Tensor();
+      const at::Tensor fq_mask =
+          fq_note.empty() ? std::get<1>(fake_quant_train(x, q)) : at::Tensor();
 
       for (Direction dir : opt_.directions) {
         std::vector<Variant> v(4);
@@ -608,9 +619,9 @@ class Bench {
   }
 
   void print_header() const {
-    fmt::print("{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7} {:>7} {:>7} {:>7}\n",
-               "op", "dir", "dev", "dtype", "thr", "numel", "rounds",
-               opt_.use_min ? "min" : "median", "GB/s", "%clone", "x comp", "x fakeq");
+    fmt::print("{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7} {:>7} {:>7} {:>7}\n", "op",
+               "dir", "dev", "dtype", "thr", "numel", "rounds", opt_.use_min ? "min" : "median",
+               "GB/s", "%clone", "x comp", "x fakeq");
   }
 
   void print_row(const Row& r) const {
@@ -688,7 +699,8 @@ std::string read_first_line(const std::string& path, const std::string& key = ""
     if (key.empty()) return line;
     if (line.rfind(key, 0) == 0) {
       const auto colon = line.find(':');
-      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
+      return colon == std::string::npos ? line
+                                        : line.substr(line.find_first_not_of(" \t", colon + 1));
     }
   }
   return {};
@@ -743,7 +755,8 @@ Json definitions_json() {
        "writes q and the packed mask); infer 2*numel*elem_size; backward 2*numel*elem_size + "
        "ceil(numel/8) (reads grad and the mask, writes the gradient)"},
       {"gbps", "bytes / time, 1e9 bytes per second; time is settings.statistic of the rounds"},
-      {"clone", "x.clone() (grad.clone() for backward) in the same rounds; bytes 2*numel*elem_size"},
+      {"clone",
+       "x.clone() (grad.clone() for backward) in the same rounds; bytes 2*numel*elem_size"},
       {"ratio_to_clone", "gbps / clone.gbps"},
       {"composite",
        "ATen ops in the tensor's dtype: round(clamp(x, lo, hi) * s) / s for train and infer, "
@@ -760,8 +773,8 @@ Json definitions_json() {
 }
 
 void tune_malloc() {
-  // M_MMAP_THRESHOLD cannot exceed 32 MiB on 64-bit glibc, so larger blocks can only be kept off
-  // mmap by disabling it; the trim threshold keeps freed memory in the heap for reuse.
+  // mallopt(3) gives 32 MiB as the upper limit of M_MMAP_THRESHOLD on 64-bit systems, so mmap is
+  // turned off instead; the trim threshold keeps freed memory in the heap for reuse.
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
 }
@@ -787,8 +800,7 @@ int run_bench(const Options& opt) {
              want_cuda ? " | GPU " + gpu_name() : std::string(),
              opt.mallopt ? "" : " | malloc untuned");
   if (opt.device == "all" && !want_cuda) {
-    fmt::print("CUDA: {}; timing the CPU only\n",
-               cuda_built() ? "no device visible" : "not built");
+    fmt::print("CUDA: {}; timing the CPU only\n", cuda_built() ? "no device visible" : "not built");
   }
 
   Bench bench(opt);

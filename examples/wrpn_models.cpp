@@ -87,9 +87,10 @@ int main(int argc, char** argv) {
   list->add_flag("--json", list_json, "Print JSON");
 
   DescribeArgs a;
-  auto* desc = app.add_subcommand(
-      "describe", "Per-layer parameters, MACs, bits, bit-ops, storage and zero fraction at "
-                  "initialisation, against the fp32 width-1 model");
+  auto* desc =
+      app.add_subcommand("describe",
+                         "Per-layer parameters, MACs, bits, bit-ops, storage and zero fraction at "
+                         "initialisation, against the fp32 width-1 model");
   desc->add_option("--model", a.model, "Model name (see `list`)")->required();
   desc->add_option("--width", a.width, "Width multiplier, e.g. 1, 2, 3 or 1.5 (default 1)");
   desc->add_option("--weight-bits", a.weight_bits, "Weight bits: 1..16, or 32 (default 32)");

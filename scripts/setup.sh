@@ -15,10 +15,12 @@ BUILD_TYPE="${WRPN_BUILD_TYPE:-Release}"
 JOBS="${WRPN_JOBS:-$(nproc)}"
 TORCH_VERSION="2.11.0"
 log() { printf '[setup] %s\n' "$*"; }
+# ccache: paths under the checkout hash as relative ones, so every clone shares the cache.
+export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
 
 # 1. Debian packages (only the missing ones).
 APT_PACKAGES=(cmake g++ catch2 libfmt-dev nlohmann-json3-dev ccache python3-venv
-              zlib1g-dev libjpeg-dev libpng-dev)
+              zlib1g-dev libjpeg-dev libpng-dev libcli11-dev)
 if [[ "${WRPN_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

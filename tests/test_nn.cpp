@@ -49,7 +49,7 @@ double normal_mass(double z) { return std::erf(z / std::sqrt(2.0)); }
 
 }  // namespace
 
-TEST_CASE("QuantConv2d forward equals conv2d with reference-quantized weights", "[nn]") {
+TEST_CASE("nn: QuantConv2d forward equals conv2d with reference-quantized weights", "[nn]") {
   for (int64_t bits : {1, 2, 3, 4, 8, 16, 32}) {
     for (bool bias : {false, true}) {
       INFO("bits " << bits << ", bias " << bias);
@@ -65,9 +65,9 @@ TEST_CASE("QuantConv2d forward equals conv2d with reference-quantized weights", 
         conv->weight.copy_(spread(conv->weight.sizes().vec(), 1, 0.7));
       }
       const auto x = spread({2, 4, 7, 9}, 2);
-      const auto want = torch::conv2d(x, ref_weight(conv->weight.detach(), bits),
-                                      bias ? conv->bias.detach() : torch::Tensor(), {2, 1},
-                                      {1, 0}, {1, 2}, 2);
+      const auto want =
+          torch::conv2d(x, ref_weight(conv->weight.detach(), bits),
+                        bias ? conv->bias.detach() : torch::Tensor(), {2, 1}, {1, 0}, {1, 2}, 2);
       const auto got = conv(x);
       REQUIRE(got.sizes() == want.sizes());
       REQUIRE(torch::allclose(got, want, 1e-5, 1e-6));
@@ -76,7 +76,7 @@ TEST_CASE("QuantConv2d forward equals conv2d with reference-quantized weights", 
   }
 }
 
-TEST_CASE("QuantConv2d backward is the straight-through estimator", "[nn]") {
+TEST_CASE("nn: QuantConv2d backward is the straight-through estimator", "[nn]") {
   for (int64_t bits : {1, 2, 4}) {
     INFO("bits " << bits);
     wrpn::nn::QuantConv2d conv(
@@ -102,7 +102,7 @@ TEST_CASE("QuantConv2d backward is the straight-through estimator", "[nn]") {
   }
 }
 
-TEST_CASE("QuantLinear forward and backward against references", "[nn]") {
+TEST_CASE("nn: QuantLinear forward and backward against references", "[nn]") {
   for (int64_t bits : {1, 2, 4, 32}) {
     INFO("bits " << bits);
     wrpn::nn::QuantLinear fc(wrpn::nn::QuantLinearOptions(7, 3).weight_bits(bits));
@@ -123,7 +123,7 @@ TEST_CASE("QuantLinear forward and backward against references", "[nn]") {
   }
 }
 
-TEST_CASE("QuantReLU is the activation quantizer, or ReLU at 32 bits", "[nn]") {
+TEST_CASE("nn: QuantReLU is the activation quantizer, or ReLU at 32 bits", "[nn]") {
   const auto x = torch::tensor({-1.0f, 0.0f, 0.2f, 0.5f, 1.0f, 1.7f, 0.0333f, 0.9667f});
   for (int64_t bits : {1, 2, 4, 8, 32}) {
     INFO("bits " << bits);
@@ -142,7 +142,7 @@ TEST_CASE("QuantReLU is the activation quantizer, or ReLU at 32 bits", "[nn]") {
   REQUIRE(wrpn::nn::QuantReLU()->options.bits() == 4);
 }
 
-TEST_CASE("state dicts move between torch::nn and wrpn::nn modules", "[nn]") {
+TEST_CASE("nn: state dicts move between torch::nn and wrpn::nn modules", "[nn]") {
   for (bool bias : {false, true}) {
     INFO("bias " << bias);
     torch::nn::Conv2d ref(torch::nn::Conv2dOptions(3, 8, 3).stride(2).padding(1).bias(bias));
@@ -180,7 +180,7 @@ TEST_CASE("state dicts move between torch::nn and wrpn::nn modules", "[nn]") {
   REQUIRE(torch::allclose(fc(x), ref(x), 1e-6, 1e-7));
 }
 
-TEST_CASE("modules print like torch::nn's and clone deeply", "[nn]") {
+TEST_CASE("nn: modules print like torch::nn's and clone deeply", "[nn]") {
   wrpn::nn::QuantConv2d conv(
       wrpn::nn::QuantConv2dOptions(16, 32, 3).stride(2).padding(1).bias(false).input_bits(4));
   REQUIRE(printed(*conv) ==
@@ -203,13 +203,13 @@ TEST_CASE("modules print like torch::nn's and clone deeply", "[nn]") {
   REQUIRE(conv->parameters().size() == 1);
 }
 
-TEST_CASE("modules reject bad options with the field and the allowed values", "[nn]") {
+TEST_CASE("nn: modules reject bad options with the field and the allowed values", "[nn]") {
   using wrpn::nn::QuantConv2dOptions;
   for (int64_t bits : {0, 17, 31, 33, -4}) {
     INFO("bits " << bits);
-    REQUIRE_THROWS_WITH(wrpn::nn::QuantConv2d(QuantConv2dOptions(3, 4, 3).weight_bits(bits)),
-                        Contains("weight_bits = " + std::to_string(bits)) &&
-                            Contains("1..16") && Contains("32"));
+    REQUIRE_THROWS_WITH(
+        wrpn::nn::QuantConv2d(QuantConv2dOptions(3, 4, 3).weight_bits(bits)),
+        Contains("weight_bits = " + std::to_string(bits)) && Contains("1..16") && Contains("32"));
     REQUIRE_THROWS_WITH(wrpn::nn::QuantLinear(wrpn::nn::QuantLinearOptions(3, 4).input_bits(bits)),
                         Contains("QuantLinear input_bits") && Contains("1..16"));
     REQUIRE_THROWS_WITH(wrpn::nn::QuantReLU(bits), Contains("QuantReLU bits") && Contains("1..16"));
@@ -224,7 +224,7 @@ TEST_CASE("modules reject bad options with the field and the allowed values", "[
                       Contains("xavier") && Contains("quant_aware, he or torch_default"));
 }
 
-TEST_CASE("initialisation: zero fractions against the normal distribution", "[nn]") {
+TEST_CASE("nn: initialisation: zero fractions against the normal distribution", "[nn]") {
   // A 64 -> 64 3x3 conv: He's std is sqrt(2 / (64 * 9)); the zero band is |w| < 1/(2s).
   const double he_std = std::sqrt(2.0 / 576.0);
   struct Case {
@@ -233,9 +233,9 @@ TEST_CASE("initialisation: zero fractions against the normal distribution", "[nn
     double want;
   };
   const std::vector<Case> cases = {
-      {4, wrpn::nn::WeightInit::kHe, normal_mass((1.0 / 14) / he_std)},          // 0.775
-      {2, wrpn::nn::WeightInit::kHe, normal_mass(0.5 / he_std)},                 // 1.0
-      {4, wrpn::nn::WeightInit::kQuantAware, normal_mass(0.5)},                  // 0.383
+      {4, wrpn::nn::WeightInit::kHe, normal_mass((1.0 / 14) / he_std)},           // 0.775
+      {2, wrpn::nn::WeightInit::kHe, normal_mass(0.5 / he_std)},                  // 1.0
+      {4, wrpn::nn::WeightInit::kQuantAware, normal_mass(0.5)},                   // 0.383
       {3, wrpn::nn::WeightInit::kQuantAware, normal_mass(0.5) / normal_mass(3)},  // 0.384
       {2, wrpn::nn::WeightInit::kQuantAware, normal_mass(0.5) / normal_mass(1)},  // 0.561
       // At 8 bits the step (1/127) is narrower than He's std: the draw is He.
@@ -263,7 +263,7 @@ TEST_CASE("initialisation: zero fractions against the normal distribution", "[nn
   REQUIRE(wrpn::nn::zero_fraction(torch::empty({0}), 4) == 0.0);
 }
 
-TEST_CASE("PrecisionConfig: JSON round trip", "[nn]") {
+TEST_CASE("nn: PrecisionConfig: JSON round trip", "[nn]") {
   wrpn::PrecisionConfig c = wrpn::PrecisionConfig::make(4, 2, 1.5);
   c.fp32_last_layer = false;
   c.quantized_residual = true;
@@ -286,14 +286,14 @@ TEST_CASE("PrecisionConfig: JSON round trip", "[nn]") {
   REQUIRE(wrpn::PrecisionConfig::make(32, 32, 1.5).short_name() == "fp32 x1.5");
 }
 
-TEST_CASE("PrecisionConfig: channels round the width multiplier", "[nn]") {
+TEST_CASE("nn: PrecisionConfig: channels round the width multiplier", "[nn]") {
   REQUIRE(wrpn::PrecisionConfig::make(4, 4, 2).channels(64) == 128);
   REQUIRE(wrpn::PrecisionConfig::make(4, 4, 1.5).channels(16) == 24);
   REQUIRE(wrpn::PrecisionConfig::make(4, 4, 1.3).channels(64) == 83);
   REQUIRE(wrpn::PrecisionConfig::make(4, 4, 0.01).channels(16) == 1);
 }
 
-TEST_CASE("PrecisionConfig: validation errors name the field and what is expected", "[nn]") {
+TEST_CASE("nn: PrecisionConfig: validation errors name the field and what is expected", "[nn]") {
   using wrpn::PrecisionConfig;
   struct Bad {
     std::string json;

@@ -67,12 +67,14 @@ c10::Dict<std::string, torch::Tensor> load_state(std::string_view bytes, const s
   } catch (const std::exception& e) {
     TORCH_CHECK(false, what, ": the state section cannot be read: ", e.what());
   }
-  TORCH_CHECK(value.isGenericDict(), what, ": the state section is not a dict of tensors");
+  const std::string bad = ": the state section is not a tuple of (name, tensor) pairs";
+  TORCH_CHECK(value.isTuple(), what, bad);
   c10::Dict<std::string, torch::Tensor> state;
-  for (const auto& item : value.toGenericDict()) {
-    TORCH_CHECK(item.key().isString() && item.value().isTensor(), what,
-                ": the state section is not a dict of name -> tensor");
-    state.insert(item.key().toStringRef(), item.value().toTensor());
+  for (const auto& item : value.toTupleRef().elements()) {
+    TORCH_CHECK(item.isTuple() && item.toTupleRef().elements().size() == 2, what, bad);
+    const auto& pair = item.toTupleRef().elements();
+    TORCH_CHECK(pair[0].isString() && pair[1].isTensor(), what, bad);
+    state.insert(pair[0].toStringRef(), pair[1].toTensor());
   }
   return state;
 }
@@ -113,11 +115,15 @@ void save_checkpoint(const std::string& path, const ClassifierImpl& model,
       {"epoch", info.epoch},
       {"metrics", metrics},
       {"extra", wrpn::detail::parse_json(info.extra_json, what + ": extra_json")}};
-  c10::Dict<std::string, torch::Tensor> state;
+  // A tuple of (name, tensor) pairs: unlike a typed dict it pickles without TorchScript type
+  // tags, so Python's torch.load(..., weights_only=True) reads it.
+  std::vector<c10::IValue> pairs;
   for (const auto& [name, tensor] : state_of(model)) {
-    state.insert(name, tensor.detach().to(torch::kCPU).contiguous());
+    pairs.emplace_back(
+        c10::ivalue::Tuple::create({c10::IValue(name), tensor.detach().to(torch::kCPU)}));
   }
-  const std::vector<char> state_bytes = torch::pickle_save(c10::IValue(state));
+  const std::vector<char> state_bytes =
+      torch::pickle_save(c10::IValue(c10::ivalue::Tuple::create(std::move(pairs))));
   const std::string header_text = header.dump();
   const std::string file = detail::build_container(
       kMagic, kFormatVersion,

@@ -68,8 +68,8 @@ std::vector<std::string_view> parse_container(std::string_view data, std::string
   TORCH_CHECK(data.size() >= 16, what, " is truncated or not a wrpn file: ", data.size(),
               " bytes, fewer than the 16-byte preamble");
   TORCH_CHECK(data.substr(0, 8) == magic, what, " is not a wrpn ",
-              magic == "WRPNCKPT" ? "checkpoint" : "packed export", " (expected magic \"",
-              magic, "\" at offset 0)");
+              magic == "WRPNCKPT" ? "checkpoint" : "packed export", " (expected magic \"", magic,
+              "\" at offset 0)");
   const uint32_t file_version = get<uint32_t>(data, 8);
   TORCH_CHECK(file_version == version, what, " has format version ", file_version,
               "; this wrpn reads version ", version);
@@ -100,7 +100,9 @@ void write_file_atomically(const std::string& path, std::string_view data) {
   // Plain string paths: std::filesystem calls can bind to the copies libtorch.so exports.
   static std::atomic<uint64_t> counter{0};
   const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
   const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
   TORCH_CHECK(!name.empty(), "cannot write '", path, "': it names a directory, not a file");
   const std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
@@ -131,8 +133,8 @@ void write_file_atomically(const std::string& path, std::string_view data) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string err = os_error();
     ::unlink(tmp.c_str());
-    TORCH_CHECK(false, "cannot write '", path, "': renaming the temporary file over it failed: ",
-                err);
+    TORCH_CHECK(false, "cannot write '", path,
+                "': renaming the temporary file over it failed: ", err);
   }
   // Make the rename itself durable.
   const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

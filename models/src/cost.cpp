@@ -128,8 +128,8 @@ Traced trace_model(ClassifierImpl& model, int64_t height, int64_t width) {
     }
   }
   s.storage_bits += (s.params - s.layer_params) * 32;
-  s.zero_fraction = quantized_weights > 0 ? zero_weighted / static_cast<double>(quantized_weights)
-                                          : 0.0;
+  s.zero_fraction =
+      quantized_weights > 0 ? zero_weighted / static_cast<double>(quantized_weights) : 0.0;
   return t;
 }
 
@@ -163,9 +163,12 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 double ratio(int64_t a, int64_t b) { return b == 0 ? 0.0 : static_cast<double>(a) / b; }
 
 nlohmann::json totals_json(const CostTotals& t) {
-  return {{"params", t.params},       {"layer_params", t.layer_params},
-          {"macs", t.macs},           {"bit_ops", t.bit_ops},
-          {"storage_bits", t.storage_bits}, {"storage_bytes", (t.storage_bits + 7) / 8},
+  return {{"params", t.params},
+          {"layer_params", t.layer_params},
+          {"macs", t.macs},
+          {"bit_ops", t.bit_ops},
+          {"storage_bits", t.storage_bits},
+          {"storage_bytes", (t.storage_bits + 7) / 8},
           {"zero_fraction", t.zero_fraction}};
 }
 
@@ -194,24 +197,26 @@ CostReport cost_report(ClassifierImpl& model, int64_t height, int64_t width, boo
 }
 
 std::string CostReport::to_table() const {
-  std::string out = fmt::format(
-      "{} {}, {} classes, input {}x{}x{}, init {}\n", spec.name, spec.precision.short_name(),
-      spec.num_classes, spec.in_channels, input_height, input_width, nn::to_string(spec.init));
+  std::string out = fmt::format("{} {}, {} classes, input {}x{}x{}, init {}\n", spec.name,
+                                spec.precision.short_name(), spec.num_classes, spec.in_channels,
+                                input_height, input_width, nn::to_string(spec.init));
   out += fmt::format("{:<24} {:<16} {:>12} {:>15} {:>3} {:>3} {:>10} {:>12} {:>6}\n", "layer",
                      "weight shape", "params", "MACs", "W", "A", "bit-ops", "storage", "zeros");
   for (const auto& l : layers) {
-    out += fmt::format("{:<24} {:<16} {:>12} {:>15} {:>3} {:>3} {:>10} {:>12} {:>5.1f}%\n", l.name,
+    const std::string zeros = l.weight_bits == kFullPrecisionBits
+                                  ? std::string("-")
+                                  : fmt::format("{:.1f}%", 100.0 * l.zero_fraction);
+    out += fmt::format("{:<24} {:<16} {:>12} {:>15} {:>3} {:>3} {:>10} {:>12} {:>6}\n", l.name,
                        shape_string(l.weight_shape), grouped(l.params), grouped(l.macs),
                        l.weight_bits, l.act_bits, si(static_cast<double>(l.bit_ops)),
-                       fmt::format("{:.1f} KiB", l.storage_bits / 8.0 / 1024.0),
-                       100.0 * l.zero_fraction);
+                       fmt::format("{:.1f} KiB", l.storage_bits / 8.0 / 1024.0), zeros);
   }
   out += fmt::format("\n{:<16} {:>14} {:>14} {:>12} {:>14} {:>12}\n", "", "params", "MACs",
                      "bit-ops", "storage", "zeros");
   auto line = [&](const std::string& label, const CostTotals& t) {
-    out += fmt::format("{:<16} {:>14} {:>14} {:>12} {:>14} {:>11.1f}%\n", label,
-                       grouped(t.params), grouped(t.macs), si(static_cast<double>(t.bit_ops)),
-                       mib(t.storage_bits), 100.0 * t.zero_fraction);
+    out += fmt::format("{:<16} {:>14} {:>14} {:>12} {:>14} {:>11.1f}%\n", label, grouped(t.params),
+                       grouped(t.macs), si(static_cast<double>(t.bit_ops)), mib(t.storage_bits),
+                       100.0 * t.zero_fraction);
   };
   line("this model", totals);
   if (baseline) {

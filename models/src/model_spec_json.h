@@ -2,7 +2,6 @@
 // JSON conversion of ModelSpec for checkpoint and packed-export headers.
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "wrpn/models/classifier.h"

@@ -108,7 +108,8 @@ PackedStats export_packed(const std::string& path, const ClassifierImpl& model) 
       } else {
         const int64_t s = (int64_t{1} << (bits - 1)) - 1;
         scale = 1.0 / static_cast<double>(s);
-        codes = torch::round(quantize_weight(w, bits) * static_cast<double>(s)).to(torch::kLong) + s;
+        codes =
+            torch::round(quantize_weight(w, bits) * static_cast<double>(s)).to(torch::kLong) + s;
         entry["encoding"] = "int";
       }
       codes = codes.contiguous();
@@ -138,8 +139,7 @@ PackedStats export_packed(const std::string& path, const ClassifierImpl& model) 
                                  {"model", detail::spec_to_json(model.spec())},
                                  {"tensors", tensors}};
   const std::string header_text = header.dump();
-  const std::string file =
-      detail::build_container(kMagic, kFormatVersion, {header_text, payload});
+  const std::string file = detail::build_container(kMagic, kFormatVersion, {header_text, payload});
   detail::write_file_atomically(path, file);
   stats.file_bytes = static_cast<int64_t>(file.size());
   return stats;
@@ -193,8 +193,8 @@ Classifier import_packed(const std::string& path) {
     const bool quantized = qbits.count(name) > 0;
     torch::Tensor value;
     if (encoding == "int" || encoding == "binary") {
-      TORCH_CHECK(quantized && qbits.at(name) == bits, what, ": \"", name, "\" is stored at ",
-                  bits, " bits but the model quantizes it at ",
+      TORCH_CHECK(quantized && qbits.at(name) == bits, what, ": \"", name, "\" is stored at ", bits,
+                  " bits but the model quantizes it at ",
                   quantized ? std::to_string(qbits.at(name)) : std::string("32"), " bits");
       TORCH_CHECK(static_cast<int64_t>(bytes) == packed_bytes(n, bits), what, ": \"", name,
                   "\" holds ", bytes, " bytes, expected ", packed_bytes(n, bits));

@@ -31,7 +31,9 @@ bool ModelSpec::operator==(const ModelSpec& o) const {
          precision == o.precision && init == o.init;
 }
 
-std::string ModelSpec::to_json(int indent) const { return detail::spec_to_json(*this).dump(indent); }
+std::string ModelSpec::to_json(int indent) const {
+  return detail::spec_to_json(*this).dump(indent);
+}
 
 ModelSpec ModelSpec::from_json(const std::string& text) {
   return detail::spec_from_json(wrpn::detail::parse_json(text, "model spec"), "model spec");

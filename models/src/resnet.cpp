@@ -70,20 +70,20 @@ class ResidualBlockImpl : public torch::nn::Module {
       conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in_bits));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
-      conv2 = register_module(
-          "conv2", conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.bits()));
+      conv2 = register_module("conv2",
+                              conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.bits()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
       act2 = act("act2");
-      conv3 = register_module(
-          "conv3", conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.bits()));
+      conv3 = register_module("conv3",
+                              conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.bits()));
       bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
     } else {
-      conv1 = register_module(
-          "conv1", conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in_bits));
+      conv1 = register_module("conv1",
+                              conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in_bits));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
-      conv2 = register_module(
-          "conv2", conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.bits()));
+      conv2 = register_module("conv2",
+                              conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.bits()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
     }
     if (a.stride != 1 || a.in_channels != a.out_channels) {
@@ -95,10 +95,9 @@ class ResidualBlockImpl : public torch::nn::Module {
         subsample_ = a.stride;
       } else {
         downsample = register_module(
-            "downsample",
-            torch::nn::Sequential(
-                conv("downsample.0", a.in_channels, a.out_channels, 1, a.stride, conv_in_bits),
-                torch::nn::BatchNorm2d(a.out_channels)));
+            "downsample", torch::nn::Sequential(conv("downsample.0", a.in_channels, a.out_channels,
+                                                     1, a.stride, conv_in_bits),
+                                                torch::nn::BatchNorm2d(a.out_channels)));
       }
     }
     const int64_t out_default = a.last ? (p.fp32_last_layer ? kFullPrecisionBits : p.act_bits)
@@ -120,8 +119,8 @@ class ResidualBlockImpl : public torch::nn::Module {
     } else if (subsample_ > 1 || pad_lo_ > 0 || pad_hi_ > 0) {
       using torch::indexing::None;
       using torch::indexing::Slice;
-      shortcut = x.index(
-          {Slice(), Slice(), Slice(None, None, subsample_), Slice(None, None, subsample_)});
+      shortcut =
+          x.index({Slice(), Slice(), Slice(None, None, subsample_), Slice(None, None, subsample_)});
       shortcut = torch::constant_pad_nd(shortcut, {0, 0, 0, 0, pad_lo_, pad_hi_});
     }
     return act_out(out + shortcut);
@@ -145,8 +144,8 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
   const PrecisionConfig& p = spec_.precision;
   const bool imagenet = arch_.stem == ResNetArch::Stem::kImageNet;
   const bool bottleneck = arch_.block == ResNetArch::Block::kBottleneck;
-  const std::vector<int64_t> base = imagenet ? std::vector<int64_t>{64, 128, 256, 512}
-                                             : std::vector<int64_t>{16, 32, 64};
+  const std::vector<int64_t> base =
+      imagenet ? std::vector<int64_t>{64, 128, 256, 512} : std::vector<int64_t>{16, 32, 64};
   TORCH_CHECK(arch_.blocks.size() == base.size(), spec_.name, ": expected ", base.size(),
               " stages, got ", arch_.blocks.size());
   detail::BitsResolver bits(p);
@@ -193,11 +192,11 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
     stages.push_back(register_module("layer" + std::to_string(s + 1), stage));
   }
   fc = register_module(
-      "fc", nn::QuantLinear(nn::QuantLinearOptions(channels, spec_.num_classes)
-                                .weight_bits(bits("fc", p.fp32_last_layer ? kFullPrecisionBits
-                                                                          : p.weight_bits))
-                                .input_bits(stream_bits)
-                                .init(spec_.init)));
+      "fc", nn::QuantLinear(
+                nn::QuantLinearOptions(channels, spec_.num_classes)
+                    .weight_bits(bits("fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
+                    .input_bits(stream_bits)
+                    .init(spec_.init)));
   bits.check_overrides(spec_.name);
 }
 

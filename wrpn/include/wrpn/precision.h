@@ -38,7 +38,8 @@ struct PrecisionConfig {
   /// Where residual networks quantize their block outputs. false (default): the ReLU after each
   /// residual addition stays, the identity shortcut carries that fp32 sum, and each block
   /// quantizes its input once for the convs that read it. true: a quantizer replaces that ReLU
-  /// too, so blocks pass k-bit activations to each other (Distiller's WRPN). Every quantized
+  /// too, so blocks pass k-bit activations to each other (what replacing every ReLU module
+  /// gives, as Distiller's WRPN quantizer does). Every quantized
   /// conv reads a k-bit activation either way; on the digits data a 4-bit ResNet-20 trains far
   /// faster with false.
   bool quantized_residual = false;

@@ -45,9 +45,7 @@ void he_normal_(at::Tensor& w) {
   torch::nn::init::kaiming_normal_(w, /*a=*/0.0, torch::kFanOut, torch::kReLU);
 }
 
-void torch_default_(at::Tensor& w) {
-  torch::nn::init::kaiming_uniform_(w, /*a=*/std::sqrt(5.0));
-}
+void torch_default_(at::Tensor& w) { torch::nn::init::kaiming_uniform_(w, /*a=*/std::sqrt(5.0)); }
 
 /// The std of the draw `he_normal_` or `torch_default_` makes.
 double fp32_std(const at::Tensor& w, bool he) {
@@ -150,8 +148,8 @@ QuantConv2dImpl::QuantConv2dImpl(QuantConv2dOptions options) : options(std::move
 void QuantConv2dImpl::reset() {
   const auto& o = options;
   TORCH_CHECK(o.in_channels() > 0 && o.out_channels() > 0 && o.groups() > 0,
-              "QuantConv2d: in_channels (", o.in_channels(), "), out_channels (",
-              o.out_channels(), ") and groups (", o.groups(), ") must be positive");
+              "QuantConv2d: in_channels (", o.in_channels(), "), out_channels (", o.out_channels(),
+              ") and groups (", o.groups(), ") must be positive");
   TORCH_CHECK(o.in_channels() % o.groups() == 0 && o.out_channels() % o.groups() == 0,
               "QuantConv2d: in_channels (", o.in_channels(), ") and out_channels (",
               o.out_channels(), ") must be divisible by groups (", o.groups(), ")");
@@ -163,9 +161,9 @@ void QuantConv2dImpl::reset() {
                 " non-negative");
   }
   check_layer_bits(o.weight_bits(), o.input_bits(), "QuantConv2d");
-  weight = register_parameter(
-      "weight", torch::empty({o.out_channels(), o.in_channels() / o.groups(),
-                              (*o.kernel_size())[0], (*o.kernel_size())[1]}));
+  weight =
+      register_parameter("weight", torch::empty({o.out_channels(), o.in_channels() / o.groups(),
+                                                 (*o.kernel_size())[0], (*o.kernel_size())[1]}));
   if (o.bias()) {
     bias = register_parameter("bias", torch::empty({o.out_channels()}));
   } else {
@@ -213,12 +211,12 @@ QuantLinearImpl::QuantLinearImpl(QuantLinearOptions options) : options(std::move
 }
 
 void QuantLinearImpl::reset() {
-  TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0,
-              "QuantLinear: in_features (", options.in_features(), ") and out_features (",
-              options.out_features(), ") must be positive");
+  TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0, "QuantLinear: in_features (",
+              options.in_features(), ") and out_features (", options.out_features(),
+              ") must be positive");
   check_layer_bits(options.weight_bits(), options.input_bits(), "QuantLinear");
-  weight = register_parameter("weight",
-                              torch::empty({options.out_features(), options.in_features()}));
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) {
     bias = register_parameter("bias", torch::empty({options.out_features()}));
   } else {

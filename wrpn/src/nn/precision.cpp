@@ -63,9 +63,11 @@ bool PrecisionConfig::is_full_precision() const {
 }
 
 std::string PrecisionConfig::short_name() const {
-  auto bits = [](int64_t b) { return b == kFullPrecisionBits ? std::string("32") : std::to_string(b); };
-  std::string s = is_full_precision() ? std::string("fp32")
-                                      : "w" + bits(weight_bits) + "a" + bits(act_bits);
+  auto bits = [](int64_t b) {
+    return b == kFullPrecisionBits ? std::string("32") : std::to_string(b);
+  };
+  std::string s =
+      is_full_precision() ? std::string("fp32") : "w" + bits(weight_bits) + "a" + bits(act_bits);
   s += fmt::format(" x{:g}", width);
   if (!overrides.empty()) s += fmt::format(" +{} overrides", overrides.size());
   return s;
@@ -123,10 +125,9 @@ int64_t get_bits(const nlohmann::json& v, const std::string& key) {
 
 PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& where) {
   TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", j.dump());
-  static const std::set<std::string> kKeys = {"weight_bits",     "act_bits",
-                                              "width",           "fp32_first_layer",
-                                              "fp32_last_layer", "quantized_residual",
-                                              "overrides"};
+  static const std::set<std::string> kKeys = {
+      "weight_bits",     "act_bits",           "width",    "fp32_first_layer",
+      "fp32_last_layer", "quantized_residual", "overrides"};
   PrecisionConfig c;
   for (const auto& [key, v] : j.items()) {
     TORCH_CHECK(kKeys.count(key), where, ": unknown key \"", key, "\"; expected one of ",

@@ -3,7 +3,6 @@
 // specs); the public API exchanges JSON as text.
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "wrpn/precision.h"

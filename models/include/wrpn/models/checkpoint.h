@@ -6,9 +6,10 @@
 ///   "WRPNCKPT" | u32 format version (1) | u32 0
 ///   | u64 n | n bytes header JSON | u64 n | n bytes state | u64 n | n bytes blob
 ///   | "WRPNEND\0" | u64 FNV-1a 64-bit hash of every byte before "WRPNEND"
-/// The state is a dict of state-dict name -> tensor written by torch::pickle_save (Python reads
-/// it with torch.load). Files are written to a temporary file in the same directory, fsynced and
-/// renamed over the target, so a reader sees the old file or the new one, never part of one.
+/// The state is a tuple of (state-dict name, tensor) pairs written by torch::pickle_save; Python
+/// reads it with dict(torch.load(io.BytesIO(section), weights_only=True)). Files are written to a
+/// temporary file in the same directory, fsynced and renamed over the target, so a reader sees the
+/// old file or the new one, never part of one.
 
 #include <cstdint>
 #include <map>

@@ -33,7 +33,8 @@ struct LayerCost {
   /// Weight elements * weight_bits, plus a 32-bit scale for a quantized weight and 32 bits per
   /// bias element: what export_packed() writes for the layer.
   int64_t storage_bits = 0;
-  /// Fraction of the weights the quantizer maps to zero (at initialisation for a new model).
+  /// Fraction of the weights the quantizer maps to zero (at initialisation for a new model);
+  /// for an fp32 layer, the fraction of exact zeros.
   double zero_fraction = 0.0;
 };
 

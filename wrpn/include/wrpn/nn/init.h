@@ -2,16 +2,17 @@
 /// Weight initialisation for quantized layers, and the zero fraction it leaves.
 ///
 /// WRPN weights have no scale: at k bits |w| < 1/(2(2^(k-1)-1)) rounds to zero (1/14 at 4 bits,
-/// 1/2 at 2 bits). He initialisation draws std sqrt(2/fan_out), 0.12 to 0.02 for the zoo's 3x3
-/// convs, so at 4 bits 45-90% of the weights start at zero and at 2 bits all of them do, and
-/// stay there (spec.md, "Known pitfalls"). BatchNorm follows every quantized conv, so the
+/// 1/2 at 2 bits). He initialisation draws std sqrt(2/fan_out): 0.12 for a 3x3 conv with 16
+/// outputs, 0.02 with 512. At 4 bits 45% (16 channels) to nearly 100% (512 and wider) of the
+/// weights then start at zero; at 2 bits all of them do, and stay there (spec.md, "Known
+/// pitfalls"). BatchNorm follows every quantized conv, so the
 /// forward pass does not depend on a conv's weight scale and a wider draw is as legitimate as
 /// He's. kQuantAware, the default, keeps He's normal shape but never draws narrower than one
 /// quantization step 1/(2^(k-1)-1), truncated to the quantizer's range [-1, 1] so that no
 /// weight starts where the straight-through gradient is zero. The weights then start 38% zero
-/// at 3..4 bits (He: 45-90%) and 56% zero at 2 bits (He: 100%). With 5 or more bits the step is
-/// narrower than He's std for most layers and the draw is plain He. 1-bit weights (+-mean|w|)
-/// have no zero band and fp32 layers keep their usual draw.
+/// at 3 and 4 bits and 56% zero at 2 bits, whatever the width. From 5 bits on the step is
+/// narrower than He's std for the narrow layers, which keep the plain He draw. 1-bit weights
+/// (+-mean|w|) have no zero band and fp32 layers keep their usual draw.
 ///
 /// A wider start lowers plain SGD's effective step (about lr/|w|^2 with BatchNorm); on the
 /// digits data a 4-bit ResNet-20 trains equally well from either init at lr 0.1, while with
