@@ -210,51 +210,78 @@ TEST_CASE("models: zoo: state dict names and sizes follow torchvision", "[models
   REQUIRE(r56->named_buffers().size() + r56->named_parameters().size() == 332);
 }
 
-TEST_CASE("models: zoo: forward and backward of every model at widths 1, 2 and 3", "[models]") {
-  for (const std::string name :
-       {"resnet18", "resnet34", "resnet50", "resnet20", "resnet32", "resnet56"}) {
-    const bool cifar = wrpn::models::model_info(name).default_input_size == 32;
-    for (double width : {1.0, 2.0, 3.0}) {
-      INFO(name << " at width " << width);
-      const int64_t in_ch = cifar ? 1 : 3;
-      auto model = wrpn::models::create_model(make_spec(name, 4, 4, width, 7, in_ch));
-      const auto w = static_cast<int64_t>(width);
-      if (name == "resnet18" || name == "resnet34") {
-        REQUIRE(count_params(*model) ==
-                basic_resnet_params(wrpn::models::resnet_arch(name).blocks, w, 7));
-      } else if (name == "resnet50") {
-        // ResNet-50 with 1000 classes has 98,004,072 / 217,342,120 parameters at width 2 / 3.
-        const int64_t fc_1000 = 2048 * w * 1000 + 1000, fc_7 = 2048 * w * 7 + 7;
-        const int64_t want[] = {25557032, 98004072, 217342120};
-        REQUIRE(count_params(*model) == want[w - 1] - fc_1000 + fc_7);
-      } else if (cifar) {
-        REQUIRE(count_params(*model) ==
-                cifar_resnet_params(wrpn::models::resnet_arch(name).blocks[0], w, 7, 1));
-      }
-      model->train();
-      torch::manual_seed(1);
-      const auto x = torch::rand({2, in_ch, 32, 32});
-      const auto y = model->forward(x);
-      REQUIRE(y.sizes() == torch::IntArrayRef({2, 7}));
-      REQUIRE(torch::isfinite(y).all().item<bool>());
-      torch::nn::functional::cross_entropy(y, torch::tensor({1, 5})).backward();
-      int64_t with_signal = 0, convs = 0;
-      for (const auto& p : model->named_parameters()) {
-        INFO(p.key());
-        REQUIRE(p.value().grad().defined());
-        REQUIRE(torch::isfinite(p.value().grad()).all().item<bool>());
-        if (p.key().find("conv") != std::string::npos) {
-          ++convs;
-          with_signal += p.value().grad().abs().sum().item<double>() > 0 ? 1 : 0;
-        }
-      }
-      // The straight-through gradient reaches (nearly) every quantized conv.
-      REQUIRE(with_signal >= convs - 1);
-      model->eval();
-      torch::NoGradGuard no_grad;
-      REQUIRE(model->forward(x.narrow(0, 0, 1)).sizes() == torch::IntArrayRef({1, 7}));
+namespace {
+
+/// Forward and backward of a 4/4-bit model at widths 1, 2 and 3 on 2 small images, with its
+/// parameter count against the hand-computed one.
+void check_forward_backward(const std::string& name) {
+  const bool cifar = wrpn::models::model_info(name).default_input_size == 32;
+  for (double width : {1.0, 2.0, 3.0}) {
+    INFO(name << " at width " << width);
+    const int64_t in_ch = cifar ? 1 : 3;
+    auto model = wrpn::models::create_model(make_spec(name, 4, 4, width, 7, in_ch));
+    const auto w = static_cast<int64_t>(width);
+    if (name == "resnet18" || name == "resnet34") {
+      REQUIRE(count_params(*model) ==
+              basic_resnet_params(wrpn::models::resnet_arch(name).blocks, w, 7));
+    } else if (name == "resnet50") {
+      // ResNet-50 with 1000 classes has 98,004,072 / 217,342,120 parameters at width 2 / 3.
+      const int64_t fc_1000 = 2048 * w * 1000 + 1000, fc_7 = 2048 * w * 7 + 7;
+      const int64_t want[] = {25557032, 98004072, 217342120};
+      REQUIRE(count_params(*model) == want[w - 1] - fc_1000 + fc_7);
+    } else if (cifar) {
+      REQUIRE(count_params(*model) ==
+              cifar_resnet_params(wrpn::models::resnet_arch(name).blocks[0], w, 7, 1));
     }
+    model->train();
+    torch::manual_seed(1);
+    const auto x = torch::rand({2, in_ch, 32, 32});
+    const auto y = model->forward(x);
+    REQUIRE(y.sizes() == torch::IntArrayRef({2, 7}));
+    REQUIRE(torch::isfinite(y).all().item<bool>());
+    torch::nn::functional::cross_entropy(y, torch::tensor({1, 5})).backward();
+    int64_t with_signal = 0, convs = 0;
+    for (const auto& p : model->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      REQUIRE(torch::isfinite(p.value().grad()).all().item<bool>());
+      if (p.key().find("conv") != std::string::npos) {
+        ++convs;
+        with_signal += p.value().grad().abs().sum().item<double>() > 0 ? 1 : 0;
+      }
+    }
+    // The straight-through gradient reaches (nearly) every quantized conv.
+    REQUIRE(with_signal >= convs - 1);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    REQUIRE(model->forward(x.narrow(0, 0, 1)).sizes() == torch::IntArrayRef({1, 7}));
   }
+}
+
+}  // namespace
+
+TEST_CASE("models: zoo: resnet18 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet18");
+}
+
+TEST_CASE("models: zoo: resnet34 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet34");
+}
+
+TEST_CASE("models: zoo: resnet50 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet50");
+}
+
+TEST_CASE("models: zoo: resnet20 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet20");
+}
+
+TEST_CASE("models: zoo: resnet32 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet32");
+}
+
+TEST_CASE("models: zoo: resnet56 forward and backward at widths 1, 2 and 3", "[models]") {
+  check_forward_backward("resnet56");
 }
 
 TEST_CASE("models: zoo: where the quantizers sit", "[models]") {
