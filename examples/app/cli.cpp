@@ -58,7 +58,9 @@ void add_model_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--precision-config", g.config_file,
                  "a precision config JSON file (flags given beside it override its values)")
       ->check(CLI::ExistingFile);
-  app.add_option("--init", o.init, "weight init: quant_aware, he or torch_default")
+  app.add_option("--init", o.init,
+                 "weight init: auto (he from 3 bits, quant_aware below), quant_aware, he, "
+                 "torch_default")
       ->capture_default_str();
 }
 

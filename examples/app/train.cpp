@@ -153,6 +153,14 @@ void prune_metrics(const std::string& path, int64_t epochs) {
   train::atomic_write(path, kept);
 }
 
+/// "auto": He where it leaves weights outside the zero band often enough to train (3+ bits;
+/// on digits a 4-bit ResNet-20 reached 93% after 4 epochs from He against 71% from quant_aware
+/// at lr 0.1), quant_aware at 1-2 bits, where He starts every weight at zero.
+std::string resolved_init(const TrainOptions& o) {
+  if (o.init != "auto") return o.init;
+  return o.precision.weight_bits <= 2 ? "quant_aware" : "he";
+}
+
 double mean_zero_fraction(models::ClassifierImpl& model) {
   // Over every quantized weight, as the cost report defines it.
   const auto report = models::cost_report(model, 0, 0, false);
@@ -173,7 +181,7 @@ torch::Device resolve_device(const std::string& name) {
 
 void TrainOptions::validate() const {
   precision.validate();
-  (void)nn::weight_init_from_string(init);
+  if (init != "auto") (void)nn::weight_init_from_string(init);
   (void)models::model_info(model);
   schedule.validate();
   TORCH_CHECK_VALUE(epochs >= 1, "--epochs must be >= 1, got ", epochs);
@@ -293,7 +301,7 @@ json train(const TrainOptions& o) {
   spec.num_classes = train_ds.num_classes();
   spec.in_channels = train_ds.channels();
   spec.precision = o.precision;
-  spec.init = nn::weight_init_from_string(o.init);
+  spec.init = nn::weight_init_from_string(resolved_init(o));
   models::Classifier model = models::create_model(spec);
   const double init_zero_fraction = mean_zero_fraction(*model);
   model->to(device);
@@ -342,7 +350,7 @@ json train(const TrainOptions& o) {
       ", " + std::to_string(at::get_num_threads()) + " threads");
   char zbuf[96];
   std::snprintf(zbuf, sizeof zbuf, "quantized weights at zero after init (%s): %.1f%%",
-                o.init.c_str(), 100.0 * init_zero_fraction);
+                resolved_init(o).c_str(), 100.0 * init_zero_fraction);
   say(zbuf);
 
   const double t_run = now_s();

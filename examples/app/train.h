@@ -19,7 +19,9 @@ struct TrainOptions {
   // Model.
   std::string model = "resnet20";
   PrecisionConfig precision = PrecisionConfig::make(4, 4, 2.0);
-  std::string init = "quant_aware";
+  /// Weight init: "auto" (He from 3 bits up, quant_aware at 1-2 bits, where He leaves every
+  /// weight in the zero band), or one of quant_aware, he, torch_default.
+  std::string init = "auto";
   // Data.
   std::string dataset = "digits";
   std::string data_root;        ///< empty: data/<dataset> ($WRPN_DATA_DIR/<dataset>)
