@@ -5,6 +5,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
+#include <wrpn/ops.h>
 
 #include <cmath>
 #include <cstdint>
@@ -250,6 +251,33 @@ inline at::Tensor make_grad(at::IntArrayRef sizes, at::ScalarType st, uint64_t s
   const at::Tensor which = at::randint(0, 5, sizes, gen, f64.dtype(at::kLong));
   const at::Tensor replace = at::rand(sizes, gen, f64) < 0.1;
   return at::where(replace, table.index_select(0, which.reshape({-1})).reshape(sizes), g).to(st);
+}
+
+// The op under test and its reference, chosen by `weight` (quantize_weight or
+// quantize_activation), shared by the CPU and CUDA suites.
+inline const char* op_label(bool weight) { return weight ? "quantize_weight" : "quantize_activation"; }
+
+inline at::Tensor forward(bool weight, const at::Tensor& x, int64_t bits) {
+  return weight ? wrpn::quantize_weight(x, bits) : wrpn::quantize_activation(x, bits);
+}
+
+inline std::tuple<at::Tensor, at::Tensor> forward_with_mask(bool weight, const at::Tensor& x,
+                                                     int64_t bits) {
+  return weight ? wrpn::quantize_weight_with_mask(x, bits)
+                : wrpn::quantize_activation_with_mask(x, bits);
+}
+
+inline at::Tensor reference(bool weight, const at::Tensor& x, int64_t bits) {
+  return weight ? wrpn_test::ref_quantize_weight(x, bits)
+                : wrpn_test::ref_quantize_activation(x, bits);
+}
+
+inline at::Tensor reference_pass(bool weight, const at::Tensor& x) {
+  return weight ? wrpn_test::ref_weight_pass(x) : wrpn_test::ref_activation_pass(x);
+}
+
+inline Values values_for(bool weight, int64_t bits) {
+  return weight && bits == 1 ? Values::kBinary : Values::kFull;
 }
 
 }  // namespace wrpn_test

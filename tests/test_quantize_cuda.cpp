@@ -37,6 +37,12 @@ using wrpn_test::mask_mismatch;
 using wrpn_test::poison_output_memory;
 using wrpn_test::ref_masked_grad;
 using wrpn_test::Values;
+using wrpn_test::forward;
+using wrpn_test::forward_with_mask;
+using wrpn_test::op_label;
+using wrpn_test::reference;
+using wrpn_test::reference_pass;
+using wrpn_test::values_for;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 const double kNaN = std::nan("");
@@ -45,30 +51,6 @@ at::Tensor vals(const std::vector<double>& v, at::ScalarType st) {
   return torch::tensor(v, torch::kDouble).to(st);
 }
 
-const char* op_label(bool weight) { return weight ? "quantize_weight" : "quantize_activation"; }
-
-at::Tensor forward(bool weight, const at::Tensor& x, int64_t bits) {
-  return weight ? wrpn::quantize_weight(x, bits) : wrpn::quantize_activation(x, bits);
-}
-
-std::tuple<at::Tensor, at::Tensor> forward_with_mask(bool weight, const at::Tensor& x,
-                                                     int64_t bits) {
-  return weight ? wrpn::quantize_weight_with_mask(x, bits)
-                : wrpn::quantize_activation_with_mask(x, bits);
-}
-
-at::Tensor reference(bool weight, const at::Tensor& x, int64_t bits) {
-  return weight ? wrpn_test::ref_quantize_weight(x, bits)
-                : wrpn_test::ref_quantize_activation(x, bits);
-}
-
-at::Tensor reference_pass(bool weight, const at::Tensor& x) {
-  return weight ? wrpn_test::ref_weight_pass(x) : wrpn_test::ref_activation_pass(x);
-}
-
-Values values_for(bool weight, int64_t bits) {
-  return weight && bits == 1 ? Values::kBinary : Values::kFull;
-}
 
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 

@@ -34,9 +34,11 @@ using VecD = at::vec::Vectorized<double>;
 constexpr int64_t kUnit = 64;
 constexpr int64_t kGrainUnits = 1024;  // 64K elements per task
 
-// The forward does enough arithmetic per byte that the out-of-order window alone keeps too few
-// loads in flight to stream from DRAM at copy speed; prefetching 2 KiB ahead closes most of that
-// gap (fp32 and bf16, 4M elements, one thread).
+// Software prefetch 2 KiB ahead on the loads and (for write) the stores of the vector loops. The
+// forward does enough arithmetic per byte that the out-of-order window alone keeps too few misses
+// in flight, and every store stream pays read-for-ownership misses; with a cold cache (4M and 16M
+// elements, one thread) this took the forward from about 0.7x of a copy's speed to above it,
+// and the backward from 1.0x to about 1.1x.
 constexpr uintptr_t kPrefetchBytes = 2048;
 
 template <typename T>
@@ -44,6 +46,11 @@ inline void prefetch_ahead(const T* p) {
   // Prefetches never fault, so running past the end of the buffer is harmless.
   __builtin_prefetch(
       reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
+}
+
+template <typename T>
+inline void prefetch_ahead_for_write(T* p) {
+  __builtin_prefetch(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes), 1);
 }
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -128,6 +135,23 @@ struct LevelDivMath : VecMath<Vec> {
     const Vec q0 = r * inv;
     return fnmadd(fmsub(q0, s, r), inv, q0);
   }
+};
+
+/// LevelDivMath without the correction step, for outputs rounded to bf16: there r * (1/s) gives
+/// the same bits as r / s for every r and s of LevelDivMath's domain (checked exhaustively, as was
+/// every bf16 input through the op), so the FMA step is kept for fp32 and fp16 only.
+struct Bf16LevelMath : VecMath<Vec> {
+  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
+};
+
+/// The policy for a reduced-precision dtype, given the one chosen for fp32.
+template <typename M, typename scalar_t>
+struct ReducedMath {
+  using type = M;
+};
+template <>
+struct ReducedMath<LevelDivMath, at::BFloat16> {
+  using type = Bf16LevelMath;
 };
 
 /// Whether LevelDivMath::divide is exact for these parameters (see there).
@@ -222,6 +246,7 @@ void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64
   if (mask) {
     for (; i + Vec::size() <= end; i += Vec::size()) {
       prefetch_ahead(x + i);
+      prefetch_ahead_for_write(out + i);
       const Vec v = Vec::loadu(x + i);
       op.template value<M>(v).store(out + i);
       store_mask_bits(mask, i, lane_bits(op.template pass<M>(v)), Vec::size());
@@ -229,6 +254,7 @@ void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64
   } else {
     for (; i + Vec::size() <= end; i += Vec::size()) {
       prefetch_ahead(x + i);
+      prefetch_ahead_for_write(out + i);
       op.template value<M>(Vec::loadu(x + i)).store(out + i);
     }
   }
@@ -290,6 +316,7 @@ inline void reduced_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64
   int64_t i = begin;
   for (; i + VecR::size() <= end; i += VecR::size()) {
     prefetch_ahead(x + i);
+    prefetch_ahead_for_write(out + i);
     auto [a, b] = at::vec::convert_to_float<scalar_t>(VecR::loadu(x + i));
     const Vec qa = op.template value<M>(a);
     const Vec qb = op.template value<M>(b);
@@ -318,15 +345,20 @@ __attribute__((target("avx512bf16"), flatten)) void quant_range_bf16_native(
 template <typename M, typename scalar_t, typename Op>
 void quant_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin, int64_t end,
                  const Op& op) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  using MR = typename ReducedMath<M, scalar_t>::type;
+#else
+  using MR = M;
+#endif
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
     if (cpu_has_avx512bf16()) {
-      quant_range_bf16_native<M>(x, out, mask, begin, end, op);
+      quant_range_bf16_native<MR>(x, out, mask, begin, end, op);
       return;
     }
   }
 #endif
-  reduced_range<M, AtenNarrow>(x, out, mask, begin, end, op);
+  reduced_range<MR, AtenNarrow>(x, out, mask, begin, end, op);
 }
 
 // M: the vector policy for float vectors (fp32, and fp16/bf16 widened to fp32).
@@ -378,6 +410,8 @@ void masked_select_32(const uint32_t* g, const uint8_t* mask, uint32_t* out, int
   int64_t i = begin;
 #if defined(CPU_CAPABILITY_AVX512)
   for (; i + 16 <= end; i += 16) {
+    prefetch_ahead(g + i);
+    prefetch_ahead_for_write(out + i);
     uint32_t bits = 0;
     std::memcpy(&bits, mask + i / kMaskBits, 2);
     const __m512i v = _mm512_loadu_si512(g + i);
@@ -386,6 +420,8 @@ void masked_select_32(const uint32_t* g, const uint8_t* mask, uint32_t* out, int
 #elif defined(CPU_CAPABILITY_AVX2)
   const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   for (; i + 8 <= end; i += 8) {
+    prefetch_ahead(g + i);
+    prefetch_ahead_for_write(out + i);
     const __m256i sel = _mm256_and_si256(_mm256_set1_epi32(mask[i / kMaskBits]), pow2);
     const __m256i keep = _mm256_cmpeq_epi32(sel, pow2);
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + i));
@@ -400,6 +436,8 @@ void masked_select_16(const uint16_t* g, const uint8_t* mask, uint16_t* out, int
   int64_t i = begin;
 #if defined(CPU_CAPABILITY_AVX512)
   for (; i + 32 <= end; i += 32) {
+    prefetch_ahead(g + i);
+    prefetch_ahead_for_write(out + i);
     uint32_t bits = 0;
     std::memcpy(&bits, mask + i / kMaskBits, 4);
     const __m512i v = _mm512_loadu_si512(g + i);
@@ -409,6 +447,8 @@ void masked_select_16(const uint16_t* g, const uint8_t* mask, uint16_t* out, int
   const __m256i pow2 = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
                                          8192, 16384, static_cast<int16_t>(-32768));
   for (; i + 16 <= end; i += 16) {
+    prefetch_ahead(g + i);
+    prefetch_ahead_for_write(out + i);
     uint16_t bits = 0;
     std::memcpy(&bits, mask + i / kMaskBits, 2);
     const __m256i sel = _mm256_and_si256(_mm256_set1_epi16(static_cast<int16_t>(bits)), pow2);
