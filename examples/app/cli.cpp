@@ -59,7 +59,7 @@ void add_model_flags(CLI::App& app, TrainOptions& o) {
                  "a precision config JSON file (flags given beside it override its values)")
       ->check(CLI::ExistingFile);
   app.add_option("--init", o.init,
-                 "weight init: auto (he from 3 bits, quant_aware below), quant_aware, he, "
+                 "weight init: auto (he for 3..16 bits, else quant_aware), quant_aware, he, "
                  "torch_default")
       ->capture_default_str();
 }

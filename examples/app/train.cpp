@@ -153,12 +153,14 @@ void prune_metrics(const std::string& path, int64_t epochs) {
   train::atomic_write(path, kept);
 }
 
-/// "auto": He where it leaves weights outside the zero band often enough to train (3+ bits;
-/// on digits a 4-bit ResNet-20 reached 93% after 4 epochs from He against 71% from quant_aware
-/// at lr 0.1), quant_aware at 1-2 bits, where He starts every weight at zero.
+/// "auto": He for 3..16-bit weights (on digits a 4-bit ResNet-20 reached 93% after 4 epochs from
+/// He against 71% from quant_aware at lr 0.1), quant_aware at 1-2 bits, where He starts every
+/// weight at zero, and for fp32 models, where quant_aware is the usual torchvision-style draw
+/// (He for convs, torch's default for the FC; plain He on the FC gives exploding first logits).
 std::string resolved_init(const TrainOptions& o) {
   if (o.init != "auto") return o.init;
-  return o.precision.weight_bits <= 2 ? "quant_aware" : "he";
+  const int64_t b = o.precision.weight_bits;
+  return b >= 3 && b <= 16 ? "he" : "quant_aware";
 }
 
 double mean_zero_fraction(models::ClassifierImpl& model) {

@@ -19,8 +19,8 @@ struct TrainOptions {
   // Model.
   std::string model = "resnet20";
   PrecisionConfig precision = PrecisionConfig::make(4, 4, 2.0);
-  /// Weight init: "auto" (He from 3 bits up, quant_aware at 1-2 bits, where He leaves every
-  /// weight in the zero band), or one of quant_aware, he, torch_default.
+  /// Weight init: "auto" (He for 3..16-bit weights; quant_aware at 1-2 bits, where He leaves
+  /// every weight in the zero band, and for fp32), or one of quant_aware, he, torch_default.
   std::string init = "auto";
   // Data.
   std::string dataset = "digits";
