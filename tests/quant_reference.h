@@ -1,9 +1,11 @@
 #pragma once
 // Independent references for the quantizer tests. The values are spec.md's formulas written as
 // plain ATen composites (clamp, mul, round, div in fp32 for fp16/bf16, then cast back); the masks
-// are unpacked and packed by byte loops of their own. Nothing here calls into wrpn.
+// are unpacked and packed by byte loops of their own. Nothing here computes with wrpn (the
+// helpers at the end only call it, and CapabilityReset only selects its kernel build).
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/PhiloxRNGEngine.h>
 #include <torch/torch.h>
 #include <wrpn/ops.h>
 
@@ -239,6 +241,65 @@ inline at::Tensor make_input(int64_t n, at::ScalarType st, uint64_t seed,
   const at::Tensor which = at::randint(0, ns, {n}, gen, f64.dtype(at::kLong));
   const at::Tensor replace = at::rand({n}, gen, f64) < 0.05;
   return at::where(replace, table.index_select(0, which), v).to(st);
+}
+
+/// Restores automatic CPU kernel choice on scope exit.
+struct CapabilityReset {
+  ~CapabilityReset() { wrpn::set_cpu_kernel_capability(""); }
+};
+
+/// Restores LibTorch's intra-op thread count on scope exit.
+struct ThreadCountReset {
+  int saved = at::get_num_threads();
+  ~ThreadCountReset() { at::set_num_threads(saved); }
+};
+
+/// The CPU kernel builds this machine can run (DEFAULT always).
+inline std::vector<std::string> supported_capabilities() {
+  CapabilityReset reset;
+  std::vector<std::string> out;
+  for (const char* name : {"DEFAULT", "AVX2", "AVX512"}) {
+    try {
+      wrpn::set_cpu_kernel_capability(name);
+      out.emplace_back(name);
+    } catch (const c10::Error&) {
+    }
+  }
+  return out;
+}
+
+/// Fixed point Q(m.f), m = total - frac (spec.md, "ADaPTION fixed point"), as written there:
+/// clamp(round(x * 2^f) / 2^f, -M, M), M = 2^(m-1) - 2^-f, in the spec's math type.
+inline at::Tensor ref_fixed_point(const at::Tensor& x, int64_t total, int64_t frac) {
+  const double s = std::ldexp(1.0, static_cast<int>(frac));
+  const double m = std::ldexp(1.0, static_cast<int>(total - frac - 1)) - 1.0 / s;
+  const at::Tensor xm = x.to(opmath(x.scalar_type()));
+  return xm.mul(s).round().div(s).clamp(-m, m).to(x.scalar_type());
+}
+
+/// Stochastic fixed point as the spec writes it, clamp(floor(x * 2^f + u) / 2^f, -M, M), with
+/// u_i the i-th uniform of the documented stream: the op's Philox key is the next random64() of
+/// a CPU generator seeded `seed`; element i takes output i % 4 of block (counter) i / 4, top 24
+/// bits, times 2^-24.
+inline at::Tensor ref_stochastic_fixed_point(const at::Tensor& x, int64_t total, int64_t frac,
+                                             uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const uint64_t key = gen.get<at::CPUGeneratorImpl>()->random64();
+  const int64_t n = x.numel();
+  std::vector<float> u(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i += 4) {
+    at::philox_engine engine(key, static_cast<uint64_t>(i / 4), 0);
+    for (int64_t j = 0; j < 4; ++j) {
+      const uint32_t r = engine();
+      if (i + j < n) u[static_cast<size_t>(i + j)] = static_cast<float>(r >> 8) / 16777216.0f;
+    }
+  }
+  const double s = std::ldexp(1.0, static_cast<int>(frac));
+  const double m = std::ldexp(1.0, static_cast<int>(total - frac - 1)) - 1.0 / s;
+  const at::ScalarType mt = opmath(x.scalar_type());
+  const at::Tensor ut = torch::from_blob(u.data(), {n}, at::kFloat).to(mt).reshape(x.sizes());
+  const at::Tensor xm = x.to(mt);
+  return xm.mul(s).add(ut).floor().div(s).clamp(-m, m).to(x.scalar_type());
 }
 
 /// Incoming gradients: normal values with +-0, +-inf and NaN sprinkled in.

@@ -22,6 +22,9 @@ namespace {
 
 using Catch::Contains;
 using wrpn_test::bit_mismatch;
+using wrpn_test::CapabilityReset;
+using wrpn_test::supported_capabilities;
+using wrpn_test::ThreadCountReset;
 using wrpn_test::dtype_denorm_min;
 using wrpn_test::dtype_eps;
 using wrpn_test::float_dtypes;
@@ -41,29 +44,6 @@ using wrpn_test::values_for;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 const double kNaN = std::nan("");
-
-struct CapabilityReset {
-  ~CapabilityReset() { wrpn::set_cpu_kernel_capability(""); }
-};
-
-struct ThreadCountReset {
-  int saved = at::get_num_threads();
-  ~ThreadCountReset() { at::set_num_threads(saved); }
-};
-
-/// The CPU kernel builds this machine can run (DEFAULT always).
-std::vector<std::string> supported_capabilities() {
-  CapabilityReset reset;
-  std::vector<std::string> out;
-  for (const char* name : {"DEFAULT", "AVX2", "AVX512"}) {
-    try {
-      wrpn::set_cpu_kernel_capability(name);
-      out.emplace_back(name);
-    } catch (const c10::Error&) {
-    }
-  }
-  return out;
-}
 
 at::Tensor vals(const std::vector<double>& v, at::ScalarType st) {
   return torch::tensor(v, torch::kDouble).to(st);

@@ -5,6 +5,8 @@
 // as scalar float/double code (CUDA threads, CPU tails: ScalarMath) and as at::vec::Vectorized
 // code (CPU bodies: VecMath in kernels/cpu). That is what lets CPU tests cover the CUDA arithmetic.
 
+#include <ATen/core/PhiloxRNGEngine.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -39,6 +41,17 @@ inline QuantParams activation_params(int64_t bits) {
   return {0.0f, 1.0f, static_cast<float>((int64_t{1} << bits) - 1)};
 }
 
+/// ADaPTION fixed point Q(m.f), m = total_bits - frac_bits with the sign bit inside m:
+/// clamp to [-M, M], M = 2^(m-1) - 2^-f, scale 2^f. M is a multiple of 2^-f, so clamping before
+/// rounding gives the same value as the spec's round-then-clamp, and dividing by 2^f is exact.
+/// total_bits <= 24 keeps M exact in float.
+inline QuantParams fixed_point_params(int64_t total_bits, int64_t frac_bits) {
+  const double step = std::ldexp(1.0, -static_cast<int>(frac_bits));
+  const double max = std::ldexp(1.0, static_cast<int>(total_bits - frac_bits - 1)) - step;
+  return {static_cast<float>(-max), static_cast<float>(max),
+          static_cast<float>(std::ldexp(1.0, static_cast<int>(frac_bits)))};
+}
+
 /// Scalar policy: plain float/double arithmetic with NaN-propagating clamp and
 /// round-half-to-even (rint under the default rounding mode; cvt.rni on the GPU).
 struct ScalarMath {
@@ -49,6 +62,8 @@ struct ScalarMath {
   }
   WRPN_HD static float round_even(float x) { return rintf(x); }
   WRPN_HD static double round_even(double x) { return rint(x); }
+  WRPN_HD static float floor(float x) { return floorf(x); }
+  WRPN_HD static double floor(double x) { return ::floor(x); }
   template <typename T>
   WRPN_HD static T divide(T a, T b) {
     return a / b;
@@ -69,6 +84,14 @@ struct ScalarMath {
 template <typename M, typename V>
 WRPN_HD V fake_quant(V x, V lo, V hi, V scale) {
   return M::divide(M::round_even(M::clamp(x, lo, hi) * scale), scale);
+}
+
+/// Stochastic rounding: floor(clamp(x, lo, hi) * scale + u) / scale with u uniform in [0, 1).
+/// Clamping first gives the spec's clamp(floor(x * scale + u) / scale, lo, hi) whenever lo and
+/// hi are multiples of 1 / scale (the fixed-point grid).
+template <typename M, typename V>
+WRPN_HD V stochastic_quant(V x, V u, V lo, V hi, V scale) {
+  return M::divide(M::floor(M::clamp(x, lo, hi) * scale + u), scale);
 }
 
 /// Straight-through mask: true where the gradient passes, lo <= x <= hi.
@@ -113,5 +136,34 @@ struct BinaryOp {
     return ste_pass<M>(x, V(-1), V(1));
   }
 };
+
+/// Stochastic rounding onto the grid of `p`: the uniform u of element i comes from the caller.
+struct StochasticQuantOp {
+  QuantParams p;
+  template <typename M, typename V>
+  WRPN_HD V value(V x, V u) const {
+    return stochastic_quant<M>(x, u, V(p.lo), V(p.hi), V(p.scale));
+  }
+  template <typename M, typename V>
+  WRPN_HD auto pass(V x) const {
+    return ste_pass<M>(x, V(p.lo), V(p.hi));
+  }
+};
+
+/// Elements that share one Philox4x32-10 block: element i draws output i % 4 of the block with
+/// counter (subsequence) i / 4 under the 64-bit key `seed`. The draw depends only on (seed, i),
+/// so CPU and CUDA, any thread count and any launch shape give the same values.
+constexpr int64_t kUniformsPerBlock = 4;
+
+/// A uniform float in [0, 1) from the top 24 bits of a 32-bit draw (exact in float).
+WRPN_HD float uniform_from_bits(uint32_t r) {
+  return static_cast<float>(r >> 8) * (1.0f / 16777216.0f);
+}
+
+/// The four uniforms of elements 4 * block .. 4 * block + 3.
+WRPN_HD void philox_uniforms(uint64_t seed, int64_t block, float u[kUniformsPerBlock]) {
+  at::philox_engine engine(seed, static_cast<uint64_t>(block), 0);
+  for (int j = 0; j < kUniformsPerBlock; ++j) u[j] = uniform_from_bits(engine());
+}
 
 }  // namespace wrpn::kernels

@@ -20,6 +20,10 @@ struct QuantKernels {
                      kernels::QuantParams p);
   /// out = +-a by sign of x; mask (nullable) gets [-1 <= x <= 1].
   void (*binary_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, double a);
+  /// out = stochastic rounding of x onto the grid of p (power-of-two scale), the uniforms drawn
+  /// by Philox under `seed` (kernels::philox_uniforms); mask (nullable) as for fake_quant.
+  void (*stochastic_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                           kernels::QuantParams p, uint64_t seed);
   /// out = mask ? grad : 0 for contiguous grad/out of any dtype.
   void (*masked_grad)(const at::Tensor& grad, const uint8_t* mask, const at::Tensor& out);
 };

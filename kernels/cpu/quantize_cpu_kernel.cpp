@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -26,6 +27,7 @@ using kernels::FakeQuantOp;
 using kernels::kMaskBits;
 using kernels::QuantParams;
 using kernels::ScalarMath;
+using kernels::StochasticQuantOp;
 using Vec = at::vec::Vectorized<float>;
 using VecD = at::vec::Vectorized<double>;
 
@@ -88,6 +90,7 @@ struct VecMath {
     return at::vec::clamp(x, lo, hi);
   }
   static VT round_even(VT x) { return x.round(); }
+  static VT floor(VT x) { return x.floor(); }
   static VT divide(VT a, VT b) { return a / b; }
   // in_range: lo <= x <= hi exactly where clamping leaves x unchanged (never for NaN), so one
   // compare against the clamp that the value computes anyway.
@@ -164,6 +167,18 @@ bool level_division_exact(const QuantParams& p) {
 }
 #endif
 
+/// VecMath dividing by a power of two s = 2^f (the fixed-point scale) as a multiply by 2^-f:
+/// exact, because every r the quantizers divide is an integer (or +-0, NaN) whose quotient is a
+/// normal float or zero for f <= 24.
+struct Pow2DivMath : VecMath<Vec> {
+  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
+};
+
+bool is_power_of_two_scale(const QuantParams& p) {
+  int e = 0;
+  return std::frexp(p.scale, &e) == 0.5f && p.scale >= 1.0f && p.scale <= 16777216.0f;
+}
+
 #if defined(CPU_CAPABILITY_AVX512)
 inline uint32_t lane_bits(LaneMask m) { return m.bits; }
 #endif
@@ -234,6 +249,13 @@ void scalar_tail(const scalar_t* x, scalar_t* out, MaskWriter* mw, int64_t i, in
 /// Writes the mask bits of elements [i, i + count), i and count multiples of 8.
 inline void store_mask_bits(uint8_t* mask, int64_t i, uint64_t bits, int count) {
   for (int b = 0; b < count / kMaskBits; ++b) {
+    mask[static_cast<uint64_t>(i) / kMaskBits + b] = static_cast<uint8_t>(bits >> (kMaskBits * b));
+  }
+}
+
+/// store_mask_bits for the last elements of a tensor: count may end mid-byte.
+inline void store_tail_bits(uint8_t* mask, int64_t i, uint64_t bits, int64_t count) {
+  for (int64_t b = 0; b * kMaskBits < count; ++b) {
     mask[static_cast<uint64_t>(i) / kMaskBits + b] = static_cast<uint8_t>(bits >> (kMaskBits * b));
   }
 }
@@ -383,7 +405,82 @@ void fake_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, 
     return;
   }
 #endif
+  if (is_power_of_two_scale(p)) {
+    quant_loop<Pow2DivMath>(x, out, mask, FakeQuantOp{p});
+    return;
+  }
   quant_loop<VecMath<Vec>>(x, out, mask, FakeQuantOp{p});
+}
+
+// ---- stochastic rounding ----
+
+/// Elements [begin, end) of a stochastic-rounding forward, begin a multiple of kUnit. Per unit
+/// of 64 elements: draw the 64 uniforms (16 Philox blocks), widen x to float, then one vector
+/// pass for value and mask. double is computed in double, element by element.
+template <typename scalar_t>
+void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin,
+                      int64_t end, const StochasticQuantOp& op, uint64_t seed) {
+  constexpr int64_t kBlocks = kUnit / kernels::kUniformsPerBlock;
+  alignas(64) float u[kUnit];
+  alignas(64) float xf[kUnit];
+  alignas(64) float qf[kUnit];
+  for (int64_t i = begin; i < end; i += kUnit) {
+    const int64_t count = std::min(kUnit, end - i);
+    const int64_t first_block = i / kernels::kUniformsPerBlock;
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      kernels::philox_uniforms(seed, first_block + b, u + b * kernels::kUniformsPerBlock);
+    }
+    if constexpr (std::is_same_v<scalar_t, double>) {
+      uint64_t bits = 0;
+      for (int64_t j = 0; j < count; ++j) {
+        const double v = x[i + j];
+        out[i + j] = op.value<ScalarMath>(v, static_cast<double>(u[j]));
+        bits |= static_cast<uint64_t>(op.pass<ScalarMath>(v)) << j;
+      }
+      if (mask) store_tail_bits(mask, i, bits, count);
+    } else {
+      const float* xs = nullptr;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        xs = x + i;
+      } else {
+        for (int64_t j = 0; j < count; ++j) xf[j] = static_cast<float>(x[i + j]);
+        xs = xf;
+      }
+      float* qs = std::is_same_v<scalar_t, float> ? reinterpret_cast<float*>(out + i) : qf;
+      uint64_t bits = 0;
+      int64_t j = 0;
+      for (; j + Vec::size() <= count; j += Vec::size()) {
+        const Vec v = Vec::loadu(xs + j);
+        op.value<Pow2DivMath>(v, Vec::loadu(u + j)).store(qs + j);
+        bits |= static_cast<uint64_t>(lane_bits(op.pass<Pow2DivMath>(v))) << j;
+      }
+      for (; j < count; ++j) {
+        qs[j] = op.value<ScalarMath>(xs[j], u[j]);
+        bits |= static_cast<uint64_t>(op.pass<ScalarMath>(xs[j])) << j;
+      }
+      if constexpr (!std::is_same_v<scalar_t, float>) {
+        for (int64_t k = 0; k < count; ++k) out[i + k] = static_cast<scalar_t>(qf[k]);
+      }
+      if (mask) store_tail_bits(mask, i, bits, count);
+    }
+  }
+}
+
+void stochastic_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                           QuantParams p, uint64_t seed) {
+  TORCH_CHECK(is_power_of_two_scale(p), "wrpn: stochastic rounding needs a power-of-two scale");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  const StochasticQuantOp op{p};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_sr_cpu", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* outp = out.mutable_data_ptr<scalar_t>();
+    // Philox makes this compute-bound: smaller tasks than the memory-bound loops.
+    at::parallel_for(0, units, kGrainUnits / 4, [&](int64_t ub, int64_t ue) {
+      stochastic_range(xp, outp, mask, ub * kUnit, std::min(ue * kUnit, n), op, seed);
+    });
+  });
 }
 
 void binary_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, double a) {
@@ -490,7 +587,7 @@ void masked_grad_impl(const at::Tensor& grad, const uint8_t* mask, const at::Ten
 #define WRPN_STR(x) WRPN_STR2(x)
 
 const QuantKernels kTable{WRPN_STR(CPU_CAPABILITY), &fake_quant_impl, &binary_quant_impl,
-                          &masked_grad_impl};
+                          &stochastic_quant_impl, &masked_grad_impl};
 
 }  // namespace
 }  // namespace CPU_CAPABILITY

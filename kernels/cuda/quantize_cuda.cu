@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/common/quant_math.h"
 #include "kernels/cuda/quantize_cuda.h"
@@ -26,6 +27,16 @@ struct FakeQuantArgs {
   kernels::QuantParams p;
   __device__ kernels::FakeQuantOp make() const { return kernels::FakeQuantOp{p}; }
 };
+
+/// Stochastic rounding: the op's value takes the element's uniform as a second argument.
+struct StochasticArgs {
+  kernels::QuantParams p;
+  uint64_t seed;
+  __device__ kernels::StochasticQuantOp make() const { return kernels::StochasticQuantOp{p}; }
+};
+
+template <typename Args>
+constexpr bool kIsStochastic = std::is_same_v<Args, StochasticArgs>;
 
 struct BinaryArgs {
   const double* scale;
@@ -69,13 +80,26 @@ __global__ void __launch_bounds__(kThreads)
        g += stride) {
     const int64_t base = g * kMaskBits;
     uint32_t bits = 0;
+    float u[kMaskBits];
+    if constexpr (kIsStochastic<Args>) {
+      // The same (seed, element) -> uniform map as the CPU kernel: two Philox blocks per group.
+      kernels::philox_uniforms(args.seed, 2 * g, u);
+      kernels::philox_uniforms(args.seed, 2 * g + 1, u + kernels::kUniformsPerBlock);
+    }
+    auto value = [&](opmath_t v, int j) {
+      if constexpr (kIsStochastic<Args>) {
+        return op.template value<ScalarMath>(v, static_cast<opmath_t>(u[j]));
+      } else {
+        return op.template value<ScalarMath>(v);
+      }
+    };
     if (vectorized && g < full) {
       Group<scalar_t> in, res;
       load_group(in, x + base);
 #pragma unroll
       for (int j = 0; j < kMaskBits; ++j) {
         const opmath_t v = static_cast<opmath_t>(in.v[j]);
-        res.v[j] = static_cast<scalar_t>(op.template value<ScalarMath>(v));
+        res.v[j] = static_cast<scalar_t>(value(v, j));
         bits |= static_cast<uint32_t>(op.template pass<ScalarMath>(v)) << j;
       }
       store_group(out + base, res);
@@ -83,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
       const int count = static_cast<int>(min(static_cast<int64_t>(kMaskBits), n - base));
       for (int j = 0; j < count; ++j) {
         const opmath_t v = static_cast<opmath_t>(x[base + j]);
-        out[base + j] = static_cast<scalar_t>(op.template value<ScalarMath>(v));
+        out[base + j] = static_cast<scalar_t>(value(v, j));
         bits |= static_cast<uint32_t>(op.template pass<ScalarMath>(v)) << j;
       }
     }
@@ -169,6 +193,11 @@ void binary_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uin
   TORCH_CHECK(scale.scalar_type() == at::kDouble && scale.device() == x.device(),
               "wrpn: binary scale must be a float64 tensor on ", x.device());
   launch_forward(x, out, mask, BinaryArgs{scale.const_data_ptr<double>()});
+}
+
+void stochastic_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                                     kernels::QuantParams p, uint64_t seed) {
+  launch_forward(x, out, mask, StochasticArgs{p, seed});
 }
 
 void masked_grad_backward_kernel(const at::Tensor& grad, const uint8_t* mask,

@@ -16,6 +16,10 @@ void fake_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8
 /// out = +-a by the sign of x, a read on the device from `scale` (0-dim float64); no host sync.
 void binary_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
                                  const at::Tensor& scale);
+/// out = stochastic rounding of x onto the grid of p, uniforms from kernels::philox_uniforms
+/// under `seed` (the same values as the CPU kernel).
+void stochastic_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                                     kernels::QuantParams p, uint64_t seed);
 /// out = mask ? grad : 0.
 void masked_grad_backward_kernel(const at::Tensor& grad, const uint8_t* mask,
                                  const at::Tensor& out);

@@ -25,16 +25,22 @@ class BitsResolver {
 
   /// Throws c10::Error if an override names a module no call asked about.
   void check_overrides(const std::string& model) const {
-    for (const auto& kv : config_.overrides) {
-      bool found = false;
-      for (const auto& n : names_) found = found || n == kv.first;
-      if (found) continue;
-      std::string known;
-      for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
-      TORCH_CHECK(false, "precision override \"", kv.first, "\" names no quantizable layer of ",
-                  model, "; its layers are: ", known);
-    }
+    for (const auto& kv : config_.overrides) check_name(kv.first, model);
+    for (const auto& kv : config_.fixed_point) check_name(kv.first, model);
   }
+
+ private:
+  void check_name(const std::string& name, const std::string& model) const {
+    for (const auto& n : names_) {
+      if (n == name) return;
+    }
+    std::string known;
+    for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
+    TORCH_CHECK(false, "precision override \"", name, "\" names no quantizable layer of ", model,
+                "; its layers are: ", known);
+  }
+
+ public:
 
  private:
   const PrecisionConfig& config_;

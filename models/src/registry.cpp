@@ -1,6 +1,7 @@
 // ModelSpec, ClassifierImpl and the registry of zoo models.
 
 #include "wrpn/models/registry.h"
+#include "wrpn/nn/fixed_point.h"
 
 #include <c10/util/Exception.h>
 
@@ -151,7 +152,9 @@ Classifier create_model(const ModelSpec& spec) {
   const ModelInfo info = model_info(spec.name);
   ModelSpec resolved = spec;
   if (resolved.num_classes == 0) resolved.num_classes = info.default_classes;
-  return info.factory(resolved);
+  Classifier model = info.factory(resolved);
+  nn::apply_fixed_point(*model, resolved.precision);
+  return model;
 }
 
 void register_model(ModelInfo info) {

@@ -3,9 +3,11 @@
 /// LibTorch dispatcher, so C++ and Python (`torch.ops.wrpn.*`) callers get the same checks,
 /// kernels (CPU, CUDA, Meta) and autograd.
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace wrpn {
@@ -29,6 +31,29 @@ at::Tensor quantize_activation(const at::Tensor& x, int64_t bits);
 std::tuple<at::Tensor, at::Tensor> quantize_weight_with_mask(const at::Tensor& w, int64_t bits);
 std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tensor& x,
                                                                  int64_t bits);
+
+/// Total widths the fixed-point op accepts (sign bit included). Values are computed in float32,
+/// whose 24-bit significand holds every Q(m.f) grid point up to 24 bits exactly.
+constexpr int64_t kMinFixedPointBits = 2;
+constexpr int64_t kMaxFixedPointBits = 24;
+
+/// ADaPTION fixed point Q(m.f) (spec.md, "ADaPTION fixed point"): m = total_bits - frac_bits
+/// integer bits with the sign bit inside m, f = frac_bits, q = clamp(round(x * 2^f) / 2^f, -M, M)
+/// with M = 2^(m-1) - 2^-f. Rounding is half to even, or with `stochastic` floor(x * 2^f + u),
+/// u uniform in [0, 1) from a counter-based Philox stream keyed by one draw of `generator` (a CPU
+/// generator; the default one when absent), so a seed reproduces it on any device and thread
+/// count. Straight-through gradient dL/dx = dL/dq * [|x| <= M]; autograd saves a packed mask.
+at::Tensor quantize_fixed_point(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                bool stochastic = false,
+                                std::optional<at::Generator> generator = std::nullopt);
+
+/// quantize_fixed_point with the packed straight-through mask, as quantize_weight_with_mask.
+std::tuple<at::Tensor, at::Tensor> quantize_fixed_point_with_mask(
+    const at::Tensor& x, int64_t total_bits, int64_t frac_bits, bool stochastic = false,
+    std::optional<at::Generator> generator = std::nullopt);
+
+/// M = 2^(m-1) - 2^-f, the largest magnitude of Q(m.f), m = total_bits - frac_bits.
+double fixed_point_max(int64_t total_bits, int64_t frac_bits);
 
 /// Backward of both quantizers: grad where the mask bit is set, +0 elsewhere (even where grad is
 /// inf or NaN), in one pass. Differentiable in grad, so double backward works.

@@ -18,6 +18,40 @@ bool is_valid_bits(int64_t bits);
 /// Throws c10::Error naming `what` and the allowed values unless `bits` is 1..16 or 32.
 void check_bits(int64_t bits, const std::string& what);
 
+/// The role of a quantized layer, which picks the default fixed-point format.
+enum class LayerRole { kWeight, kActivation };
+
+/// ADaPTION fixed point Q(m.f) for one layer (spec.md, "ADaPTION fixed point"): total_bits =
+/// m + f, the sign bit inside m. Text form "Q3.13" (m = 3, f = 13), or "fixed16" for the default
+/// split of 16 bits by role (default_fixed_point()); a trailing "s" ("Q3.13s") asks for
+/// stochastic rounding while training.
+struct FixedPointFormat {
+  /// 2..16 (the module bit range); 0: not fixed point.
+  int64_t total_bits = 0;
+  /// 0..total_bits - 1; -1: the default for the layer's role (default_fixed_point()).
+  int64_t frac_bits = -1;
+  /// Stochastic rounding in training (evaluation always rounds half to even).
+  bool stochastic = false;
+
+  bool enabled() const { return total_bits > 0; }
+  /// m, sign bit included (needs frac_bits >= 0).
+  int64_t int_bits() const { return total_bits - frac_bits; }
+  /// This format with frac_bits resolved for `role` when it is -1.
+  FixedPointFormat resolved(LayerRole role) const;
+  /// "Q3.13", "Q3.13s", "fixed16" (frac_bits -1).
+  std::string to_string() const;
+  /// Parses to_string()'s forms; throws c10::Error naming the text and the accepted forms.
+  static FixedPointFormat parse(const std::string& text);
+  bool operator==(const FixedPointFormat& o) const {
+    return total_bits == o.total_bits && frac_bits == o.frac_bits && stochastic == o.stochastic;
+  }
+};
+
+/// The format "fixed<N>" means: weights Q2.(N-2) (range about [-2, 2), which holds the
+/// weights of a BatchNorm network), activations Q(ceil(N/2)).(floor(N/2)). wrpn_analyze's range
+/// search picks per-layer formats instead.
+FixedPointFormat default_fixed_point(int64_t total_bits, LayerRole role);
+
 /// Bit widths, width multiplier and per-layer exceptions of one model.
 ///
 /// Which bits a layer gets, first match wins: an entry in `overrides` under the layer's module
@@ -47,6 +81,15 @@ struct PrecisionConfig {
   /// weight bits for a conv/FC, activation bits for an activation quantizer; 32 is fp32.
   /// A model rejects names it does not have.
   std::map<std::string, int64_t> overrides;
+  /// Quantizer family of every quantized layer: "wrpn" (the WRPN quantizers) or "fixed"
+  /// (ADaPTION Q(m.f) with weight_bits / act_bits total bits, split as default_fixed_point()).
+  std::string scheme = "wrpn";
+  /// With scheme "fixed": stochastic rounding while training.
+  bool fixed_stochastic = false;
+  /// Per-layer fixed-point formats by module name; an entry wins over everything else, and its
+  /// total_bits are the layer's bits. JSON: string values in "overrides", e.g.
+  /// {"layer1.0.conv1": "Q2.14", "fc": "fixed8"}. A name may not be in both maps.
+  std::map<std::string, FixedPointFormat> fixed_point;
 
   /// A config with `weight_bits`, `act_bits` and `width`, the other fields at their defaults.
   static PrecisionConfig make(int64_t weight_bits, int64_t act_bits, double width = 1.0);
@@ -57,8 +100,13 @@ struct PrecisionConfig {
   /// `round(base * width)`, at least 1: the channel count of a layer with `base` at width 1.
   int64_t channels(int64_t base) const;
 
-  /// The bits of the layer `name`: its override, else `default_bits`.
+  /// The bits of the layer `name`: its fixed-point entry's total bits, its override, else
+  /// `default_bits`.
   int64_t bits_for(const std::string& name, int64_t default_bits) const;
+
+  /// The fixed-point format of layer `name` whose bits (bits_for) are `bits`, resolved for
+  /// `role`; disabled (total_bits 0) for WRPN and fp32 layers.
+  FixedPointFormat fixed_point_for(const std::string& name, LayerRole role, int64_t bits) const;
 
   /// True when every quantizer is off (all bits 32, overrides included).
   bool is_full_precision() const;

@@ -8,7 +8,9 @@
 #include <wrpn/models/packed.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/models/resnet.h>
+#include <wrpn/nn/fixed_point.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/nn/observer.h>
 #include <wrpn/nn/quant_conv.h>
 #include <wrpn/nn/quant_linear.h>
 #include <wrpn/nn/quant_relu.h>

@@ -7,7 +7,9 @@
 
 #include <cmath>
 
+#include "wrpn/nn/fixed_point.h"
 #include "wrpn/nn/init.h"
+#include "wrpn/nn/observer.h"
 #include "wrpn/nn/quant_conv.h"
 #include "wrpn/nn/quant_linear.h"
 #include "wrpn/nn/quant_relu.h"
@@ -114,11 +116,56 @@ void trace_call(const torch::nn::Module* module, const at::Tensor& input,
 }
 }  // namespace detail
 
+// ---- observers ----
+
+namespace {
+thread_local ForwardObserver* active_observer = nullptr;
+}  // namespace
+
+ForwardObserver::ForwardObserver(Callback fn) : fn_(std::move(fn)), previous_(active_observer) {
+  TORCH_CHECK(fn_, "ForwardObserver: the callback is empty");
+  active_observer = this;
+}
+
+ForwardObserver::~ForwardObserver() { active_observer = previous_; }
+
+void notify_observers(const LayerCall& call) {
+  for (ForwardObserver* o = active_observer; o != nullptr; o = o->previous_) o->fn_(call);
+}
+
+namespace {
+/// Reports one forward call to the cost trace and to the observers.
+void report(const torch::nn::Module* module, const at::Tensor& input, const at::Tensor& weight,
+            const at::Tensor& output) {
+  detail::trace_call(module, input, output);
+  if (active_observer != nullptr) notify_observers({module, input, weight, output});
+}
+}  // namespace
+
 namespace {
 
 void check_layer_bits(int64_t weight_bits, int64_t input_bits, const char* module) {
   check_bits(weight_bits, std::string(module) + " weight_bits");
   check_bits(input_bits, std::string(module) + " input_bits");
+}
+
+/// Resolves a module's fixed-point option and checks it against the module's bits.
+FixedPointFormat checked_format(const FixedPointFormat& f, LayerRole role, int64_t bits,
+                                const char* module) {
+  if (!f.enabled()) return f;
+  TORCH_CHECK(f.total_bits == bits, module, ": fixed_point ", f.to_string(), " has ",
+              f.total_bits, " total bits but the layer has ", bits,
+              " bits; set both to the same value");
+  const FixedPointFormat r = f.resolved(role);
+  TORCH_CHECK(r.frac_bits >= 0 && r.frac_bits < r.total_bits && r.total_bits >= 2, module,
+              ": fixed_point ", f.to_string(), ": expected 2..16 total bits and 0..total-1 "
+              "fraction bits");
+  return r;
+}
+
+/// Q(m.f) of x; stochastic rounding only while training, as ADaPTION trains.
+at::Tensor fixed_point(const at::Tensor& x, const FixedPointFormat& f, bool training) {
+  return quantize_fixed_point(x, f.total_bits, f.frac_bits, f.stochastic && training);
 }
 
 void init_bias_(at::Tensor& bias, const at::Tensor& weight) {
@@ -129,7 +176,9 @@ void init_bias_(at::Tensor& bias, const at::Tensor& weight) {
   bias.uniform_(-bound, bound);
 }
 
-at::Tensor quantized(const at::Tensor& weight, int64_t bits) {
+at::Tensor quantized(const at::Tensor& weight, int64_t bits, const FixedPointFormat& f,
+                     bool training) {
+  if (f.enabled()) return fixed_point(weight, f, training);
   return bits == kFullPrecisionBits ? weight : quantize_weight(weight, bits);
 }
 
@@ -161,6 +210,8 @@ void QuantConv2dImpl::reset() {
                 " non-negative");
   }
   check_layer_bits(o.weight_bits(), o.input_bits(), "QuantConv2d");
+  options.fixed_point(
+      checked_format(o.fixed_point(), LayerRole::kWeight, o.weight_bits(), "QuantConv2d"));
   weight =
       register_parameter("weight", torch::empty({o.out_channels(), o.in_channels() / o.groups(),
                                                  (*o.kernel_size())[0], (*o.kernel_size())[1]}));
@@ -186,18 +237,20 @@ void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   if (o.groups() != 1) stream << ", groups=" << o.groups();
   if (!o.bias()) stream << ", bias=false";
   stream << ", weight_bits=" << o.weight_bits();
+  if (o.fixed_point().enabled()) stream << " (" << o.fixed_point().to_string() << ")";
   if (o.input_bits() != kFullPrecisionBits) stream << ", input_bits=" << o.input_bits();
   stream << ")";
 }
 
 torch::Tensor QuantConv2dImpl::effective_weight() const {
-  return quantized(weight, options.weight_bits());
+  return quantized(weight, options.weight_bits(), options.fixed_point(), is_training());
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
-  auto out = torch::conv2d(x, effective_weight(), bias, options.stride(), options.padding(),
-                           options.dilation(), options.groups());
-  detail::trace_call(this, x, out);
+  const auto w = effective_weight();
+  auto out = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(),
+                           options.groups());
+  report(this, x, w, out);
   return out;
 }
 
@@ -215,6 +268,8 @@ void QuantLinearImpl::reset() {
               options.in_features(), ") and out_features (", options.out_features(),
               ") must be positive");
   check_layer_bits(options.weight_bits(), options.input_bits(), "QuantLinear");
+  options.fixed_point(checked_format(options.fixed_point(), LayerRole::kWeight,
+                                     options.weight_bits(), "QuantLinear"));
   weight =
       register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) {
@@ -235,6 +290,7 @@ void QuantLinearImpl::pretty_print(std::ostream& stream) const {
          << ", out_features=" << options.out_features();
   if (!options.bias()) stream << ", bias=false";
   stream << ", weight_bits=" << options.weight_bits();
+  if (options.fixed_point().enabled()) stream << " (" << options.fixed_point().to_string() << ")";
   if (options.input_bits() != kFullPrecisionBits) {
     stream << ", input_bits=" << options.input_bits();
   }
@@ -242,12 +298,13 @@ void QuantLinearImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor QuantLinearImpl::effective_weight() const {
-  return quantized(weight, options.weight_bits());
+  return quantized(weight, options.weight_bits(), options.fixed_point(), is_training());
 }
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
-  auto out = torch::linear(x, effective_weight(), bias);
-  detail::trace_call(this, x, out);
+  const auto w = effective_weight();
+  auto out = torch::linear(x, w, bias);
+  report(this, x, w, out);
   return out;
 }
 
@@ -257,15 +314,47 @@ QuantReLUOptions::QuantReLUOptions(int64_t bits) : bits_(bits) {}
 
 QuantReLUImpl::QuantReLUImpl(QuantReLUOptions options) : options(std::move(options)) { reset(); }
 
-void QuantReLUImpl::reset() { check_bits(options.bits(), "QuantReLU bits"); }
+void QuantReLUImpl::reset() {
+  check_bits(options.bits(), "QuantReLU bits");
+  options.fixed_point(
+      checked_format(options.fixed_point(), LayerRole::kActivation, options.bits(), "QuantReLU"));
+}
 
 void QuantReLUImpl::pretty_print(std::ostream& stream) const {
-  stream << "wrpn::nn::QuantReLU(bits=" << options.bits() << ")";
+  stream << "wrpn::nn::QuantReLU(bits=" << options.bits();
+  if (options.fixed_point().enabled()) stream << ", " << options.fixed_point().to_string();
+  stream << ")";
 }
 
 torch::Tensor QuantReLUImpl::forward(const torch::Tensor& x) {
-  return options.bits() == kFullPrecisionBits ? torch::relu(x)
-                                              : quantize_activation(x, options.bits());
+  const auto& f = options.fixed_point();
+  auto out = f.enabled() ? fixed_point(torch::relu(x), f, is_training())
+             : options.bits() == kFullPrecisionBits ? torch::relu(x)
+                                                    : quantize_activation(x, options.bits());
+  report(this, x, torch::Tensor(), out);
+  return out;
+}
+
+// ---- fixed point across a model ----
+
+void apply_fixed_point(torch::nn::Module& model, const PrecisionConfig& config) {
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const std::string& name = item.key();
+    torch::nn::Module* m = item.value().get();
+    if (auto* conv = m->as<QuantConv2dImpl>()) {
+      conv->options.fixed_point(checked_format(
+          config.fixed_point_for(name, LayerRole::kWeight, conv->options.weight_bits()),
+          LayerRole::kWeight, conv->options.weight_bits(), "QuantConv2d"));
+    } else if (auto* fc = m->as<QuantLinearImpl>()) {
+      fc->options.fixed_point(checked_format(
+          config.fixed_point_for(name, LayerRole::kWeight, fc->options.weight_bits()),
+          LayerRole::kWeight, fc->options.weight_bits(), "QuantLinear"));
+    } else if (auto* act = m->as<QuantReLUImpl>()) {
+      act->options.fixed_point(checked_format(
+          config.fixed_point_for(name, LayerRole::kActivation, act->options.bits()),
+          LayerRole::kActivation, act->options.bits(), "QuantReLU"));
+    }
+  }
 }
 
 }  // namespace nn

@@ -20,6 +20,68 @@ void check_bits(int64_t bits, const std::string& what) {
               " bits, or ", kFullPrecisionBits, " for full precision");
 }
 
+// ---- fixed point ----
+
+FixedPointFormat default_fixed_point(int64_t total_bits, LayerRole role) {
+  TORCH_CHECK(total_bits >= 2 && total_bits <= kMaxBits, "fixed point: total_bits = ", total_bits,
+              ": expected 2..", kMaxBits);
+  FixedPointFormat f;
+  f.total_bits = total_bits;
+  f.frac_bits = role == LayerRole::kWeight ? total_bits - 2 : total_bits / 2;
+  return f;
+}
+
+FixedPointFormat FixedPointFormat::resolved(LayerRole role) const {
+  if (!enabled() || frac_bits >= 0) return *this;
+  FixedPointFormat f = default_fixed_point(total_bits, role);
+  f.stochastic = stochastic;
+  return f;
+}
+
+std::string FixedPointFormat::to_string() const {
+  if (!enabled()) return "none";
+  std::string s = frac_bits < 0 ? fmt::format("fixed{}", total_bits)
+                                 : fmt::format("Q{}.{}", total_bits - frac_bits, frac_bits);
+  return stochastic ? s + "s" : s;
+}
+
+FixedPointFormat FixedPointFormat::parse(const std::string& text) {
+  auto fail = [&]() {
+    TORCH_CHECK(false, "fixed-point format \"", text,
+                "\": expected Q<m>.<f> (m integer bits with the sign, f fraction bits, m >= 1, "
+                "m + f in 2..16, e.g. Q2.14) or fixed<N> (N in 2..16), optionally followed by "
+                "'s' for stochastic rounding (e.g. Q2.14s)");
+  };
+  std::string t = text;
+  FixedPointFormat f;
+  if (!t.empty() && t.back() == 's') {
+    f.stochastic = true;
+    t.pop_back();
+  }
+  auto parse_int = [&](const std::string& digits) -> int64_t {
+    if (digits.empty() || digits.size() > 3 ||
+        digits.find_first_not_of("0123456789") != std::string::npos) {
+      fail();
+    }
+    return std::stoll(digits);
+  };
+  if (t.rfind("fixed", 0) == 0) {
+    f.total_bits = parse_int(t.substr(5));
+    f.frac_bits = -1;
+  } else if (!t.empty() && (t[0] == 'Q' || t[0] == 'q')) {
+    const auto dot = t.find('.');
+    if (dot == std::string::npos) fail();
+    const int64_t m = parse_int(t.substr(1, dot - 1));
+    f.frac_bits = parse_int(t.substr(dot + 1));
+    f.total_bits = m + f.frac_bits;
+    if (m < 1) fail();
+  } else {
+    fail();
+  }
+  if (f.total_bits < 2 || f.total_bits > kMaxBits) fail();
+  return f;
+}
+
 PrecisionConfig PrecisionConfig::make(int64_t weight_bits, int64_t act_bits, double width) {
   PrecisionConfig c;
   c.weight_bits = weight_bits;
@@ -43,6 +105,25 @@ void PrecisionConfig::validate() const {
     TORCH_CHECK(!name.empty(), "precision config: an override has an empty module name");
     check_bits(bits, "precision config: overrides[\"" + name + "\"]");
   }
+  TORCH_CHECK(scheme == "wrpn" || scheme == "fixed", "precision config: scheme = \"", scheme,
+              "\": expected \"wrpn\" or \"fixed\"");
+  if (scheme == "fixed") {
+    for (int64_t b : {weight_bits, act_bits}) {
+      TORCH_CHECK(b == kFullPrecisionBits || (b >= 2 && b <= kMaxBits),
+                  "precision config: scheme \"fixed\" needs weight_bits and act_bits in 2..",
+                  kMaxBits, " (total fixed-point bits) or 32, got ", b);
+    }
+  }
+  for (const auto& [name, f] : fixed_point) {
+    const std::string what = "precision config: overrides[\"" + name + "\"] = " + f.to_string();
+    TORCH_CHECK(!name.empty(), "precision config: a fixed-point entry has an empty module name");
+    TORCH_CHECK(f.total_bits >= 2 && f.total_bits <= kMaxBits, what, ": total bits must be 2..",
+                kMaxBits);
+    TORCH_CHECK(f.frac_bits >= -1 && f.frac_bits < f.total_bits, what,
+                ": fraction bits must be in 0..total_bits - 1");
+    TORCH_CHECK(!overrides.count(name), "precision config: \"", name,
+                "\" has both a bits override and a fixed-point format; keep one");
+  }
 }
 
 int64_t PrecisionConfig::channels(int64_t base) const {
@@ -50,11 +131,24 @@ int64_t PrecisionConfig::channels(int64_t base) const {
 }
 
 int64_t PrecisionConfig::bits_for(const std::string& name, int64_t default_bits) const {
+  auto f = fixed_point.find(name);
+  if (f != fixed_point.end()) return f->second.total_bits;
   auto it = overrides.find(name);
   return it == overrides.end() ? default_bits : it->second;
 }
 
+FixedPointFormat PrecisionConfig::fixed_point_for(const std::string& name, LayerRole role,
+                                                  int64_t bits) const {
+  auto f = fixed_point.find(name);
+  if (f != fixed_point.end()) return f->second.resolved(role);
+  if (scheme != "fixed" || bits == kFullPrecisionBits) return {};
+  FixedPointFormat d = default_fixed_point(bits, role);
+  d.stochastic = fixed_stochastic;
+  return d;
+}
+
 bool PrecisionConfig::is_full_precision() const {
+  if (!fixed_point.empty()) return false;
   if (weight_bits != kFullPrecisionBits || act_bits != kFullPrecisionBits) return false;
   for (const auto& kv : overrides) {
     if (kv.second != kFullPrecisionBits) return false;
@@ -68,15 +162,19 @@ std::string PrecisionConfig::short_name() const {
   };
   std::string s =
       is_full_precision() ? std::string("fp32") : "w" + bits(weight_bits) + "a" + bits(act_bits);
+  if (scheme == "fixed") s = "fixed " + s;
   s += fmt::format(" x{:g}", width);
-  if (!overrides.empty()) s += fmt::format(" +{} overrides", overrides.size());
+  const size_t n = overrides.size() + fixed_point.size();
+  if (n > 0) s += fmt::format(" +{} overrides", n);
   return s;
 }
 
 bool PrecisionConfig::operator==(const PrecisionConfig& o) const {
   return weight_bits == o.weight_bits && act_bits == o.act_bits && width == o.width &&
          fp32_first_layer == o.fp32_first_layer && fp32_last_layer == o.fp32_last_layer &&
-         quantized_residual == o.quantized_residual && overrides == o.overrides;
+         quantized_residual == o.quantized_residual && overrides == o.overrides &&
+         scheme == o.scheme && fixed_stochastic == o.fixed_stochastic &&
+         fixed_point == o.fixed_point;
 }
 
 std::string PrecisionConfig::to_json(int indent) const {
@@ -104,13 +202,18 @@ nlohmann::json parse_json(const std::string& text, const std::string& what) {
 nlohmann::json precision_to_json(const PrecisionConfig& c) {
   nlohmann::json overrides = nlohmann::json::object();
   for (const auto& [name, bits] : c.overrides) overrides[name] = bits;
-  return {{"weight_bits", c.weight_bits},
-          {"act_bits", c.act_bits},
-          {"width", c.width},
-          {"fp32_first_layer", c.fp32_first_layer},
-          {"fp32_last_layer", c.fp32_last_layer},
-          {"quantized_residual", c.quantized_residual},
-          {"overrides", overrides}};
+  for (const auto& [name, f] : c.fixed_point) overrides[name] = f.to_string();
+  nlohmann::json j = {{"weight_bits", c.weight_bits},
+                      {"act_bits", c.act_bits},
+                      {"width", c.width},
+                      {"fp32_first_layer", c.fp32_first_layer},
+                      {"fp32_last_layer", c.fp32_last_layer},
+                      {"quantized_residual", c.quantized_residual},
+                      {"overrides", overrides}};
+  // Written only when used, so WRPN configs keep their documented shape.
+  if (c.scheme != "wrpn") j["scheme"] = c.scheme;
+  if (c.fixed_stochastic) j["fixed_stochastic"] = true;
+  return j;
 }
 
 namespace {
@@ -126,13 +229,14 @@ int64_t get_bits(const nlohmann::json& v, const std::string& key) {
 PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& where) {
   TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", j.dump());
   static const std::set<std::string> kKeys = {
-      "weight_bits",     "act_bits",           "width",    "fp32_first_layer",
-      "fp32_last_layer", "quantized_residual", "overrides"};
+      "weight_bits",     "act_bits",           "width",     "fp32_first_layer",
+      "fp32_last_layer", "quantized_residual", "overrides", "scheme",
+      "fixed_stochastic"};
   PrecisionConfig c;
   for (const auto& [key, v] : j.items()) {
     TORCH_CHECK(kKeys.count(key), where, ": unknown key \"", key, "\"; expected one of ",
                 "weight_bits, act_bits, width, fp32_first_layer, fp32_last_layer, ",
-                "quantized_residual, overrides");
+                "quantized_residual, overrides, scheme, fixed_stochastic");
     const std::string what = where + ": " + key;
     if (key == "weight_bits") {
       c.weight_bits = get_bits(v, what);
@@ -141,18 +245,32 @@ PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& 
     } else if (key == "width") {
       TORCH_CHECK(v.is_number(), what, ": expected a number, got ", v.dump());
       c.width = v.get<double>();
+    } else if (key == "scheme") {
+      TORCH_CHECK(v.is_string(), what, ": expected \"wrpn\" or \"fixed\", got ", v.dump());
+      c.scheme = v.get<std::string>();
     } else if (key == "fp32_first_layer" || key == "fp32_last_layer" ||
-               key == "quantized_residual") {
+               key == "quantized_residual" || key == "fixed_stochastic") {
       TORCH_CHECK(v.is_boolean(), what, ": expected true or false, got ", v.dump());
-      bool& field = key == "fp32_first_layer"  ? c.fp32_first_layer
-                    : key == "fp32_last_layer" ? c.fp32_last_layer
-                                               : c.quantized_residual;
+      bool& field = key == "fp32_first_layer"   ? c.fp32_first_layer
+                    : key == "fp32_last_layer"  ? c.fp32_last_layer
+                    : key == "fixed_stochastic" ? c.fixed_stochastic
+                                                : c.quantized_residual;
       field = v.get<bool>();
     } else {
-      TORCH_CHECK(v.is_object(), what, ": expected an object of module name -> bits, got ",
+      TORCH_CHECK(v.is_object(), what,
+                  ": expected an object of module name -> bits or fixed-point format, got ",
                   v.dump());
-      for (const auto& [name, bits] : v.items()) {
-        c.overrides[name] = get_bits(bits, what + "[\"" + name + "\"]");
+      for (const auto& [name, value] : v.items()) {
+        const std::string entry = what + "[\"" + name + "\"]";
+        if (value.is_string()) {
+          c.fixed_point[name] = FixedPointFormat::parse(value.get<std::string>());
+        } else {
+          TORCH_CHECK(value.is_number_integer(), entry,
+                      ": expected bits (1..16, or 32) or a fixed-point format such as \"Q2.14\" "
+                      "or \"fixed16\", got ",
+                      value.dump());
+          c.overrides[name] = value.get<int64_t>();
+        }
       }
     }
   }

@@ -1,7 +1,10 @@
 #include "wrpn/src/ops/quantize_common.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
+
+#include <mutex>
 
 #include "wrpn/ops.h"
 
@@ -74,6 +77,79 @@ std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tenso
     backend.fake_quant(x, out, mask_ptr,
                        kind == QuantKind::Weight ? kernels::weight_params(bits)
                                                  : kernels::activation_params(bits));
+  }
+  return {out, mask};
+}
+
+namespace {
+constexpr const char* kFixedName = "wrpn::quantize_fixed_point";
+
+/// The 64-bit Philox key of one stochastic call: the next draw of a CPU generator (the default
+/// one unless given), whatever the tensor's device. So torch.manual_seed / at::manual_seed make
+/// stochastic rounding reproducible, and CPU and CUDA give the same values for the same seed.
+uint64_t draw_seed(const std::optional<at::Generator>& generator) {
+  at::Generator g = generator.has_value() && generator->defined()
+                        ? *generator
+                        : at::detail::getDefaultCPUGenerator();
+  auto* impl = g.get<at::CPUGeneratorImpl>();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  return impl->random64();
+}
+}  // namespace
+
+void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+                            const std::optional<at::Generator>& generator) {
+  TORCH_CHECK(x.defined(), kFixedName, ": argument 'x' is an undefined tensor");
+  const auto st = x.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
+                   kFixedName,
+                   ": argument 'x' must be a floating-point tensor (float32, float16, bfloat16 or "
+                   "float64), got ",
+                   st);
+  TORCH_CHECK_VALUE(total_bits >= kMinFixedPointBits && total_bits <= kMaxFixedPointBits,
+                    kFixedName, ": argument 'total_bits' must be in [", kMinFixedPointBits, ", ",
+                    kMaxFixedPointBits, "] (sign bit included; values are computed in float32), got ",
+                    total_bits);
+  TORCH_CHECK_VALUE(frac_bits >= 0 && frac_bits <= total_bits - 1, kFixedName,
+                    ": argument 'frac_bits' must be in [0, total_bits - 1] = [0, ", total_bits - 1,
+                    "] (at least the sign bit is integer), got ", frac_bits);
+  if (generator.has_value() && generator->defined()) {
+    TORCH_CHECK_VALUE(generator->device().is_cpu(), kFixedName,
+                      ": argument 'generator' must be a CPU generator (it only seeds the "
+                      "counter-based draws, which run on x's device), got one on ",
+                      generator->device());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
+    const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+    const std::optional<at::Generator>& generator) {
+  check_fixed_point_args(x, total_bits, frac_bits, generator);
+  return {at::empty(x.sizes(), x.options()),
+          at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte))};
+}
+
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,
+                                                       int64_t total_bits, int64_t frac_bits,
+                                                       bool stochastic,
+                                                       const std::optional<at::Generator>& generator,
+                                                       bool with_mask, const Backend& backend) {
+  check_fixed_point_args(input, total_bits, frac_bits, generator);
+  const at::Tensor x = input.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor mask;
+  uint8_t* mask_ptr = nullptr;
+  if (with_mask) {
+    mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
+    mask_ptr = mask.mutable_data_ptr<uint8_t>();
+  }
+  const auto p = kernels::fixed_point_params(total_bits, frac_bits);
+  if (stochastic) {
+    // Draw even for an empty tensor, so the generator's stream does not depend on sizes.
+    const uint64_t seed = draw_seed(generator);
+    if (x.numel() > 0) backend.stochastic_quant(x, out, mask_ptr, p, seed);
+  } else if (x.numel() > 0) {
+    backend.fake_quant(x, out, mask_ptr, p);
   }
   return {out, mask};
 }

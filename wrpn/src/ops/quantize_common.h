@@ -2,7 +2,10 @@
 // Device-independent halves of the quantizer ops: argument checks, allocation and the choice of
 // kernel. Each backend (CPU here, CUDA in quantize_cuda_ops.cpp) passes its kernel launchers.
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+
+#include <optional>
 
 #include <cstdint>
 #include <tuple>
@@ -20,6 +23,8 @@ struct Backend {
                      kernels::QuantParams p);
   void (*binary_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
                        const at::Tensor& scale);
+  void (*stochastic_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                           kernels::QuantParams p, uint64_t seed);
   void (*masked_grad)(const at::Tensor& grad, const uint8_t* mask, const at::Tensor& out);
 };
 
@@ -36,6 +41,17 @@ std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::
 /// q and (when with_mask) the packed mask.
 std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& x, int64_t bits,
                                                  bool with_mask, const Backend& backend);
+/// Fixed point: argument checks, and q plus (when with_mask) the packed mask.
+void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+                            const std::optional<at::Generator>& generator);
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
+    const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+    const std::optional<at::Generator>& generator);
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& x, int64_t total_bits,
+                                                       int64_t frac_bits, bool stochastic,
+                                                       const std::optional<at::Generator>& generator,
+                                                       bool with_mask, const Backend& backend);
+
 at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
                                const Backend& backend);
 

@@ -25,10 +25,17 @@ void cpu_fake_quant(const Tensor& x, const Tensor& out, uint8_t* mask, kernels::
 void cpu_binary_quant(const Tensor& x, const Tensor& out, uint8_t* mask, const Tensor& scale) {
   cpu::cpu_kernels().binary_quant(x, out, mask, scale.item<double>());
 }
+void cpu_stochastic_quant(const Tensor& x, const Tensor& out, uint8_t* mask,
+                          kernels::QuantParams p, uint64_t seed) {
+  cpu::cpu_kernels().stochastic_quant(x, out, mask, p, seed);
+}
 void cpu_masked_grad(const Tensor& grad, const uint8_t* mask, const Tensor& out) {
   cpu::cpu_kernels().masked_grad(grad, mask, out);
 }
-constexpr Backend kCpu{&cpu_fake_quant, &cpu_binary_quant, &cpu_masked_grad};
+constexpr Backend kCpu{&cpu_fake_quant, &cpu_binary_quant, &cpu_stochastic_quant,
+                       &cpu_masked_grad};
+
+using OptGenerator = std::optional<at::Generator>;
 
 Tensor quantize_weight_cpu(const Tensor& w, int64_t bits) {
   return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, kCpu));
@@ -45,6 +52,15 @@ std::tuple<Tensor, Tensor> quantize_activation_forward_cpu(const Tensor& x, int6
 Tensor masked_grad_cpu(const Tensor& grad, const Tensor& mask) {
   return masked_grad_forward(grad, mask, kCpu);
 }
+Tensor quantize_fixed_point_cpu(const Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                bool stochastic, OptGenerator gen) {
+  return std::get<0>(fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, kCpu));
+}
+std::tuple<Tensor, Tensor> quantize_fixed_point_forward_cpu(const Tensor& x, int64_t total_bits,
+                                                            int64_t frac_bits, bool stochastic,
+                                                            OptGenerator gen) {
+  return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, kCpu);
+}
 
 // ---- Meta ----
 
@@ -59,6 +75,16 @@ std::tuple<Tensor, Tensor> quantize_weight_forward_meta(const Tensor& w, int64_t
 }
 std::tuple<Tensor, Tensor> quantize_activation_forward_meta(const Tensor& x, int64_t bits) {
   return quant_forward_meta(QuantKind::Activation, x, bits);
+}
+Tensor quantize_fixed_point_meta(const Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                 bool /*stochastic*/, OptGenerator gen) {
+  return std::get<0>(fixed_point_forward_meta(x, total_bits, frac_bits, gen));
+}
+std::tuple<Tensor, Tensor> quantize_fixed_point_forward_meta(const Tensor& x, int64_t total_bits,
+                                                             int64_t frac_bits,
+                                                             bool /*stochastic*/,
+                                                             OptGenerator gen) {
+  return fixed_point_forward_meta(x, total_bits, frac_bits, gen);
 }
 Tensor masked_grad_meta(const Tensor& grad, const Tensor& mask) {
   check_masked_grad_args(grad, mask);
@@ -106,7 +132,33 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   }
 };
 
+/// Fixed point with a straight-through gradient inside [-M, M]; saves only the packed mask.
+class FixedPointFunction : public torch::autograd::Function<FixedPointFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, int64_t total_bits,
+                        int64_t frac_bits, bool stochastic, OptGenerator gen) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, mask] = quantize_fixed_point_with_mask(x, total_bits, frac_bits, stochastic, gen);
+    ctx->save_for_backward({mask});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor mask = ctx->get_saved_variables()[0];
+    variable_list result(5);
+    if (grads[0].defined()) result[0] = MaskedGradFunction::apply(grads[0], mask);
+    return result;
+  }
+};
+
 bool needs_grad(const Tensor& x) { return at::GradMode::is_enabled() && x.requires_grad(); }
+
+Tensor quantize_fixed_point_autograd(const Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                     bool stochastic, OptGenerator gen) {
+  check_fixed_point_args(x, total_bits, frac_bits, gen);
+  if (needs_grad(x)) return FixedPointFunction::apply(x, total_bits, frac_bits, stochastic, gen);
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return quantize_fixed_point(x, total_bits, frac_bits, stochastic, gen);
+}
 
 Tensor quantize_weight_autograd(const Tensor& w, int64_t bits) {
   check_quant_args(QuantKind::Weight, w, bits);
@@ -138,6 +190,12 @@ TORCH_LIBRARY(wrpn, m) {
   m.def("_quantize_weight_forward(Tensor w, int bits) -> (Tensor, Tensor)");
   m.def("_quantize_activation_forward(Tensor x, int bits) -> (Tensor, Tensor)");
   m.def("_masked_grad(Tensor grad, Tensor mask) -> Tensor");
+  m.def(
+      "quantize_fixed_point(Tensor x, int total_bits, int frac_bits, bool stochastic=False, "
+      "Generator? generator=None) -> Tensor");
+  m.def(
+      "_quantize_fixed_point_forward(Tensor x, int total_bits, int frac_bits, "
+      "bool stochastic=False, Generator? generator=None) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(wrpn, CPU, m) {
@@ -146,6 +204,8 @@ TORCH_LIBRARY_IMPL(wrpn, CPU, m) {
   m.impl("_quantize_weight_forward", &ops::quantize_weight_forward_cpu);
   m.impl("_quantize_activation_forward", &ops::quantize_activation_forward_cpu);
   m.impl("_masked_grad", &ops::masked_grad_cpu);
+  m.impl("quantize_fixed_point", &ops::quantize_fixed_point_cpu);
+  m.impl("_quantize_fixed_point_forward", &ops::quantize_fixed_point_forward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(wrpn, Meta, m) {
@@ -154,12 +214,15 @@ TORCH_LIBRARY_IMPL(wrpn, Meta, m) {
   m.impl("_quantize_weight_forward", &ops::quantize_weight_forward_meta);
   m.impl("_quantize_activation_forward", &ops::quantize_activation_forward_meta);
   m.impl("_masked_grad", &ops::masked_grad_meta);
+  m.impl("quantize_fixed_point", &ops::quantize_fixed_point_meta);
+  m.impl("_quantize_fixed_point_forward", &ops::quantize_fixed_point_forward_meta);
 }
 
 TORCH_LIBRARY_IMPL(wrpn, Autograd, m) {
   m.impl("quantize_weight", &ops::quantize_weight_autograd);
   m.impl("quantize_activation", &ops::quantize_activation_autograd);
   m.impl("_masked_grad", &ops::masked_grad_autograd);
+  m.impl("quantize_fixed_point", &ops::quantize_fixed_point_autograd);
 }
 
 // ---- public C++ API: through the dispatcher ----
@@ -198,6 +261,37 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tenso
 
 at::Tensor masked_grad(const at::Tensor& grad, const at::Tensor& mask) {
   return ops::call_masked_grad(grad, mask);
+}
+
+at::Tensor quantize_fixed_point(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                bool stochastic, std::optional<at::Generator> generator) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::quantize_fixed_point", "")
+                       .typed<at::Tensor(const at::Tensor&, int64_t, int64_t, bool,
+                                         std::optional<at::Generator>)>();
+  TORCH_CHECK(x.defined(), "wrpn::quantize_fixed_point: argument 'x' is an undefined tensor");
+  return op.call(x, total_bits, frac_bits, stochastic, std::move(generator));
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_fixed_point_with_mask(
+    const at::Tensor& x, int64_t total_bits, int64_t frac_bits, bool stochastic,
+    std::optional<at::Generator> generator) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("wrpn::_quantize_fixed_point_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, int64_t, int64_t, bool,
+                           std::optional<at::Generator>)>();
+  TORCH_CHECK(x.defined(), "wrpn::quantize_fixed_point: argument 'x' is an undefined tensor");
+  return op.call(x, total_bits, frac_bits, stochastic, std::move(generator));
+}
+
+double fixed_point_max(int64_t total_bits, int64_t frac_bits) {
+  TORCH_CHECK_VALUE(total_bits >= kMinFixedPointBits && total_bits <= kMaxFixedPointBits &&
+                        frac_bits >= 0 && frac_bits < total_bits,
+                    "wrpn::fixed_point_max: expected total_bits in [", kMinFixedPointBits, ", ",
+                    kMaxFixedPointBits, "] and frac_bits in [0, total_bits - 1], got total_bits ",
+                    total_bits, ", frac_bits ", frac_bits);
+  return static_cast<double>(kernels::fixed_point_params(total_bits, frac_bits).hi);
 }
 
 at::Tensor unpack_mask(const at::Tensor& mask, int64_t numel) {

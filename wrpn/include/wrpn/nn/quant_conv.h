@@ -36,6 +36,10 @@ struct QuantConv2dOptions {
   TORCH_ARG(int64_t, input_bits) = kFullPrecisionBits;
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
+  /// When enabled, the weight quantizer is ADaPTION fixed point (wrpn::quantize_fixed_point,
+  /// stochastic rounding in training if asked) instead of WRPN's; its total_bits must equal
+  /// weight_bits. frac_bits -1 takes the weight default (default_fixed_point()).
+  TORCH_ARG(FixedPointFormat, fixed_point) = {};
 };
 
 /// Conv2d whose fp32 shadow weight is quantized by wrpn::quantize_weight on every forward
@@ -56,7 +60,7 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   /// conv2d(x, Q(weight), bias); Q is the identity at 32 bits.
   torch::Tensor forward(const torch::Tensor& x);
 
-  /// The weight as forward() uses it: quantized, or the fp32 weight at 32 bits.
+  /// The weight as forward() uses it: quantized (WRPN or fixed point), or fp32 at 32 bits.
   torch::Tensor effective_weight() const;
 
   QuantConv2dOptions options;

@@ -30,6 +30,10 @@ struct QuantLinearOptions {
   TORCH_ARG(int64_t, input_bits) = kFullPrecisionBits;
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
+  /// When enabled, the weight quantizer is ADaPTION fixed point (wrpn::quantize_fixed_point,
+  /// stochastic rounding in training if asked) instead of WRPN's; its total_bits must equal
+  /// weight_bits. frac_bits -1 takes the weight default (default_fixed_point()).
+  TORCH_ARG(FixedPointFormat, fixed_point) = {};
 };
 
 /// Linear layer whose fp32 shadow weight is quantized on every forward (straight-through
@@ -49,7 +53,7 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   /// linear(x, Q(weight), bias); Q is the identity at 32 bits.
   torch::Tensor forward(const torch::Tensor& x);
 
-  /// The weight as forward() uses it: quantized, or the fp32 weight at 32 bits.
+  /// The weight as forward() uses it: quantized (WRPN or fixed point), or fp32 at 32 bits.
   torch::Tensor effective_weight() const;
 
   QuantLinearOptions options;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <ostream>
 
+#include "wrpn/precision.h"
+
 namespace wrpn {
 namespace nn {
 
@@ -17,6 +19,9 @@ struct QuantReLUOptions {
 
   /// Activation bits: 1..16 (clamp to [0, 1], 2^bits levels), or 32 for a plain ReLU.
   TORCH_ARG(int64_t, bits);
+  /// When enabled: relu, then ADaPTION fixed point Q(m.f) (total_bits must equal bits;
+  /// frac_bits -1 takes the activation default, default_fixed_point()).
+  TORCH_ARG(FixedPointFormat, fixed_point) = {};
 };
 
 /// wrpn::quantize_activation(x, bits) (straight-through gradient inside [0, 1]), or
