@@ -296,9 +296,10 @@ inline at::Tensor ref_stochastic_fixed_point(const at::Tensor& x, int64_t total,
   }
   const double s = std::ldexp(1.0, static_cast<int>(frac));
   const double m = std::ldexp(1.0, static_cast<int>(total - frac - 1)) - 1.0 / s;
-  const at::ScalarType mt = opmath(x.scalar_type());
-  const at::Tensor ut = torch::from_blob(u.data(), {n}, at::kFloat).to(mt).reshape(x.sizes());
-  const at::Tensor xm = x.to(mt);
+  // In float64, where x * 2^f + u is exact for the inputs the tests use (a float sum would drop
+  // u's low bits).
+  const at::Tensor ut = torch::from_blob(u.data(), {n}, at::kFloat).to(at::kDouble).reshape(x.sizes());
+  const at::Tensor xm = x.to(at::kDouble);
   return xm.mul(s).add(ut).floor().div(s).clamp(-m, m).to(x.scalar_type());
 }
 

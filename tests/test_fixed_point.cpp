@@ -107,7 +107,7 @@ TEST_CASE("fixed point: stochastic rounding follows the documented Philox stream
           at::set_num_threads(t);
           INFO(cap << " " << st << " n=" << n << " threads " << t);
           auto [q, mask] = wrpn::quantize_fixed_point_with_mask(x, 8, 4, true, seeded(99));
-          CHECK(bit_mismatch(q, ref_stochastic_fixed_point(x, 8, 4, 99)).empty());
+          CHECK(bit_mismatch(q, ref_stochastic_fixed_point(x, 8, 4, 99)) == "");
           CHECK(mask_mismatch(mask, fixed_pass(x, 8, 4)).empty());
         }
       }
@@ -133,6 +133,16 @@ TEST_CASE("fixed point: stochastic rounding is reproducible, seed-dependent and 
   const auto qy = wrpn::quantize_fixed_point(y.to(at::kFloat), 8, 2, true, seeded(3));
   const auto means = qy.to(at::kDouble).reshape({17, -1}).mean(1);
   CHECK(torch::allclose(means, torch::linspace(-2.0, 2.0, 17, torch::kDouble), 0, 0.01));
+  // Never past M: at Q2.14, y = x * 2^14 is near 2^15, where a float sum y + u would round up.
+  const double big_m = wrpn::fixed_point_max(16, 14);
+  const auto over = torch::linspace(big_m - 0.01, 3.0, 4097);
+  const auto qo = wrpn::quantize_fixed_point(over, 16, 14, true, seeded(6));
+  CHECK(qo.max().item<double>() == big_m);
+  // Just below a grid point the draw still picks floor or ceil, never anything else.
+  const double step = std::ldexp(1.0, -14);
+  const auto near = torch::full({4096}, 1.0 - step / 1024, torch::kFloat);
+  const auto qn = wrpn::quantize_fixed_point(near, 16, 14, true, seeded(7));
+  CHECK(((qn == 1.0) | (qn == 1.0 - step)).all().item<bool>());
   // Deterministic rounding of the same inputs is biased at ties (half to even), stochastic is not.
   const auto t = torch::full({n}, 0.5);
   CHECK(wrpn::quantize_fixed_point(t, 8, 0).mean().item<double>() == 0.0);

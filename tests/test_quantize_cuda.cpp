@@ -356,3 +356,44 @@ TEST_CASE("cuda: errors name the argument", "[cuda]") {
   REQUIRE_THROWS_WITH(wrpn::quantize_activation(ints, 2),
                       Contains("argument 'x'") && Contains("floating-point"));
 }
+
+TEST_CASE("cuda: fixed point equals the CPU and the reference, deterministic and stochastic",
+          "[cuda][fixed]") {
+  WRPN_REQUIRE_CUDA_OR_SKIP();
+  const std::vector<std::pair<int64_t, int64_t>> formats = {{2, 0}, {4, 2}, {8, 4}, {16, 14},
+                                                            {24, 12}};
+  for (auto st : float_dtypes()) {
+    for (int64_t n : {1, 7, 8, 9, 1000, 65537, 1 << 20}) {
+      const auto x_cpu = make_input(n, st, 17 * n + 3).mul(3.0);
+      const auto x = x_cpu.cuda();
+      for (const auto& [total, frac] : formats) {
+        INFO(st << " n=" << n << " Q" << total - frac << "." << frac);
+        auto [q, mask] = wrpn::quantize_fixed_point_with_mask(x, total, frac);
+        auto [q_cpu, mask_cpu] = wrpn::quantize_fixed_point_with_mask(x_cpu, total, frac);
+        CHECK(bit_mismatch(q.cpu(), wrpn_test::ref_fixed_point(x_cpu, total, frac)).empty());
+        CHECK(bit_mismatch(mask.cpu(), mask_cpu).empty());
+        // Stochastic: the same seed gives the same values on both devices.
+        at::Generator g1 = at::detail::createCPUGenerator(42);
+        at::Generator g2 = at::detail::createCPUGenerator(42);
+        const auto s = wrpn::quantize_fixed_point(x, total, frac, true, g1);
+        const auto s_cpu = wrpn::quantize_fixed_point(x_cpu, total, frac, true, g2);
+        CHECK(bit_mismatch(s.cpu(), s_cpu).empty());
+        CHECK(bit_mismatch(s.cpu(), wrpn_test::ref_stochastic_fixed_point(x_cpu, total, frac, 42))
+                  .empty());
+      }
+    }
+  }
+  // Misaligned view (scalar path) and autograd on the GPU.
+  const auto base = torch::randn({1001}, torch::kCUDA).mul(4);
+  const auto view = base.narrow(0, 1, 1000).requires_grad_();
+  const auto q = wrpn::quantize_fixed_point(view, 8, 4);
+  CHECK(bit_mismatch(q.detach().cpu(), wrpn_test::ref_fixed_point(view.detach().cpu(), 8, 4)).empty());
+  q.sum().backward();
+  const double m = wrpn::fixed_point_max(8, 4);
+  const auto pass = (view.detach().cpu() >= -m) & (view.detach().cpu() <= m);
+  CHECK(bit_mismatch(view.grad().cpu(), pass.to(at::kFloat)).empty());
+  // The generator only seeds the stream: a CUDA generator is rejected by name.
+  CHECK_THROWS_WITH(wrpn::quantize_fixed_point(base, 8, 4, true,
+                                               at::globalContext().defaultGenerator(base.device())),
+                    Contains("'generator' must be a CPU generator"));
+}

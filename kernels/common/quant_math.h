@@ -65,6 +65,11 @@ struct ScalarMath {
   WRPN_HD static float floor(float x) { return floorf(x); }
   WRPN_HD static double floor(double x) { return ::floor(x); }
   template <typename T>
+  WRPN_HD static T add_one_if_ge(T base, T a, T b) {
+    // Always an addition, so -0 becomes +0 as in the spec's floor(x * 2^f + u).
+    return base + (a >= b ? T(1) : T(0));
+  }
+  template <typename T>
   WRPN_HD static T divide(T a, T b) {
     return a / b;
   }
@@ -86,12 +91,16 @@ WRPN_HD V fake_quant(V x, V lo, V hi, V scale) {
   return M::divide(M::round_even(M::clamp(x, lo, hi) * scale), scale);
 }
 
-/// Stochastic rounding: floor(clamp(x, lo, hi) * scale + u) / scale with u uniform in [0, 1).
-/// Clamping first gives the spec's clamp(floor(x * scale + u) / scale, lo, hi) whenever lo and
-/// hi are multiples of 1 / scale (the fixed-point grid).
+/// Stochastic rounding: floor(y + u) / scale with y = clamp(x, lo, hi) * scale and u uniform in
+/// [0, 1), computed as floor(y) + [u >= 1 - (y - floor(y))] (base + 0 or base + 1: NaN stays NaN). That is floor(y + u) in exact
+/// arithmetic without the rounding of the sum y + u (at 2^15 a float sum drops u's low bits
+/// and can even round up past the clamp bound). Clamping first gives the spec's
+/// clamp(floor(x * scale + u) / scale, lo, hi) because lo and hi lie on the grid.
 template <typename M, typename V>
 WRPN_HD V stochastic_quant(V x, V u, V lo, V hi, V scale) {
-  return M::divide(M::floor(M::clamp(x, lo, hi) * scale + u), scale);
+  const V y = M::clamp(x, lo, hi) * scale;
+  const V down = M::floor(y);
+  return M::divide(M::add_one_if_ge(down, u, V(1) - (y - down)), scale);
 }
 
 /// Straight-through mask: true where the gradient passes, lo <= x <= hi.

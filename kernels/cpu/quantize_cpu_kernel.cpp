@@ -91,6 +91,9 @@ struct VecMath {
   }
   static VT round_even(VT x) { return x.round(); }
   static VT floor(VT x) { return x.floor(); }
+  static VT add_one_if_ge(VT base, VT a, VT b) {
+    return base + VT::blendv(VT(0), VT(1), a >= b);
+  }
   static VT divide(VT a, VT b) { return a / b; }
   // in_range: lo <= x <= hi exactly where clamping leaves x unchanged (never for NaN), so one
   // compare against the clamp that the value computes anyway.

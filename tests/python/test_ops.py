@@ -214,7 +214,40 @@ def test_cpu():
                  ["'mask'", "ceil(numel/8) = 3"])
     expect_error(lambda: ops._masked_grad(g, torch.zeros(3, dtype=torch.uint8, device="meta")),
                  RuntimeError, ["'mask' is on meta", "same device"])
+    test_fixed_point("cpu")
     print("python ops: CPU checks passed")
+
+
+def ref_fixed(x, total, frac, u=None):
+    """spec.md: clamp(round(x * 2^f) / 2^f, -M, M), or floor(x * 2^f + u) when u is given."""
+    s = 2.0 ** frac
+    m = 2.0 ** (total - frac - 1) - 1.0 / s
+    if u is None:
+        v = (x.to(opmath(x.dtype)) * s).round()
+    else:  # float64: x * 2^f + u exact
+        v = (x.double() * s + u.double()).floor()
+    return (v / s).clamp(-m, m).to(x.dtype)
+
+
+def test_fixed_point(device):
+    for dtype in DTYPES:
+        x = (torch.randn(10007, dtype=torch.float64) * 3).to(dtype).to(device)
+        for total, frac in ((2, 0), (4, 2), (8, 4), (16, 14)):
+            q = ops.quantize_fixed_point(x, total, frac)
+            assert bit_diff(q.cpu(), ref_fixed(x.cpu(), total, frac)) == "", (dtype, total, frac)
+            # Stochastic: reproducible under a seed, and each value is a neighbour on the grid.
+            g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+            a = ops.quantize_fixed_point(x, total, frac, True, g1)
+            b = ops.quantize_fixed_point(x, total, frac, stochastic=True, generator=g2)
+            assert bit_diff(a, b) == ""
+            lo = ref_fixed(x.cpu(), total, frac, torch.zeros(x.shape))
+            hi = ref_fixed(x.cpu(), total, frac, torch.full(x.shape, 0.999999940395))
+            assert bool(((a.cpu() == lo) | (a.cpu() == hi)).all())
+    w = torch.tensor([-3.0, -1.0, 0.3, 1.9, 5.0], device=device, requires_grad=True)
+    ops.quantize_fixed_point(w, 4, 2).sum().backward()  # M = 1.75
+    assert w.grad.tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    expect_error(lambda: ops.quantize_fixed_point(w, 30, 4), ValueError, ["'total_bits'", "[2, 24]"])
+    expect_error(lambda: ops.quantize_fixed_point(w, 8, 8), ValueError, ["'frac_bits'"])
 
 
 def test_cuda():
@@ -232,6 +265,11 @@ def test_cuda():
     g = torch.ones(20, device="cuda")
     expect_error(lambda: ops._masked_grad(g, torch.zeros(3, dtype=torch.uint8)), RuntimeError,
                  ["'mask' is on cpu", "same device"])
+    test_fixed_point("cuda")
+    x = torch.randn(4099) * 2
+    a = ops.quantize_fixed_point(x.cuda(), 8, 4, True, torch.Generator().manual_seed(3))
+    b = ops.quantize_fixed_point(x, 8, 4, True, torch.Generator().manual_seed(3))
+    assert bit_diff(a.cpu(), b) == "", "stochastic rounding differs between CUDA and CPU"
     print("python ops: CUDA checks passed")
 
 
