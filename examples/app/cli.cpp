@@ -142,6 +142,31 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str();
   app.add_option("--label-smoothing", o.label_smoothing, "label smoothing in [0, 1)")
       ->capture_default_str();
+  app.add_option("--distill-scheme", o.distill_scheme,
+                 "Apprentice distillation: A (teacher and student trained jointly), B (frozen "
+                 "trained teacher), C (student starts from trained fp32 weights; frozen teacher)");
+  app.add_option("--teacher", o.teacher,
+                 "teacher: a checkpoint, or (scheme A) a zoo model name built with --teacher-*");
+  app.add_option("--teacher-width", o.teacher_width, "zoo-model teacher: width multiplier")
+      ->capture_default_str();
+  app.add_option("--teacher-weight-bits", o.teacher_weight_bits,
+                 "zoo-model teacher: weight bits (32: fp32)")
+      ->capture_default_str();
+  app.add_option("--teacher-act-bits", o.teacher_act_bits,
+                 "zoo-model teacher: activation bits (32: ReLU)")
+      ->capture_default_str();
+  app.add_option("--student-init", o.student_init,
+                 "scheme C: checkpoint the student starts from (default: the teacher's)");
+  app.add_option("--distill-alpha", o.distill.alpha, "weight of the teacher's CE(y, p_T)")
+      ->capture_default_str();
+  app.add_option("--distill-beta", o.distill.beta, "weight of the student's CE(y, p_S)")
+      ->capture_default_str();
+  app.add_option("--distill-gamma", o.distill.gamma, "weight of the soft term CE(p_T, p_S)")
+      ->capture_default_str();
+  app.add_option("--distill-temperature", o.distill.temperature,
+                 "softmax temperature of the soft term")
+      ->capture_default_str();
+  app.add_flag("--distill-kl", o.distill.kl, "soft term as KL(p_T || p_S) * T^2");
   app.add_option("--seed", o.seed, "seed of init, shuffling and augmentation")
       ->capture_default_str();
   app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N")->capture_default_str();

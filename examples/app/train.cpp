@@ -7,12 +7,14 @@
 #include <wrpn/models/cost.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/train/distill.h>
 #include <wrpn/version.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -132,9 +134,20 @@ data::DatasetOptions dataset_options(const TrainOptions& o, bool train) {
   return d;
 }
 
-std::string optimizer_blob(torch::optim::Optimizer& opt) {
+/// Key of scheme A's teacher state inside last.ckpt's blob (beside the optimizer's own keys).
+constexpr const char* kTeacherArchiveKey = "wrpn_distill_teacher";
+
+/// The optimizer state and, in scheme A, the teacher's parameters and buffers: one blob in one
+/// atomically written checkpoint, so student, teacher and optimizer always resume together.
+std::string optimizer_blob(torch::optim::Optimizer& opt,
+                           const models::ClassifierImpl* teacher = nullptr) {
   torch::serialize::OutputArchive ar;
   opt.save(ar);
+  if (teacher != nullptr) {
+    torch::serialize::OutputArchive t;
+    teacher->save(t);
+    ar.write(kTeacherArchiveKey, t);
+  }
   std::ostringstream ss;
   ar.save_to(ss);
   return ss.str();
@@ -157,10 +170,59 @@ void prune_metrics(const std::string& path, int64_t epochs) {
 /// He against 71% from quant_aware at lr 0.1), quant_aware at 1-2 bits, where He starts every
 /// weight at zero, and for fp32 models, where quant_aware is the usual torchvision-style draw
 /// (He for convs, torch's default for the FC; plain He on the FC gives exploding first logits).
+std::string auto_init(int64_t weight_bits) {
+  return weight_bits >= 3 && weight_bits <= 16 ? "he" : "quant_aware";
+}
+
 std::string resolved_init(const TrainOptions& o) {
-  if (o.init != "auto") return o.init;
-  const int64_t b = o.precision.weight_bits;
-  return b >= 3 && b <= 16 ? "he" : "quant_aware";
+  return o.init != "auto" ? o.init : auto_init(o.precision.weight_bits);
+}
+
+/// True when --teacher names a zoo model rather than a checkpoint (an existing file wins).
+bool teacher_is_zoo_model(const std::string& teacher) {
+  if (teacher.empty() || train::path_exists(teacher)) return false;
+  for (const auto& name : models::list_models()) {
+    if (name == teacher) return true;
+  }
+  return false;
+}
+
+PrecisionConfig teacher_precision(const TrainOptions& o) {
+  return PrecisionConfig::make(o.teacher_weight_bits, o.teacher_act_bits, o.teacher_width);
+}
+
+/// The teacher: loaded from its checkpoint, or a fresh zoo model (scheme A). Only the class
+/// count and input channels must match the student; depth and width may differ.
+models::Classifier make_teacher(const TrainOptions& o, const models::ModelSpec& student) {
+  models::Classifier t;
+  if (teacher_is_zoo_model(o.teacher)) {
+    models::ModelSpec s;
+    s.name = o.teacher;
+    s.num_classes = student.num_classes;
+    s.in_channels = student.in_channels;
+    s.precision = teacher_precision(o);
+    s.init = nn::weight_init_from_string(auto_init(s.precision.weight_bits));
+    t = models::create_model(s);
+  } else {
+    t = models::load_checkpoint(o.teacher);
+  }
+  const auto& ts = t->spec();
+  TORCH_CHECK_VALUE(ts.num_classes == student.num_classes, "--teacher ", o.teacher, " has ",
+                    ts.num_classes, " classes, but the student (dataset '", o.dataset, "') has ",
+                    student.num_classes, "; teacher and student must share the classes");
+  TORCH_CHECK_VALUE(ts.in_channels == student.in_channels, "--teacher ", o.teacher, " reads ",
+                    ts.in_channels, "-channel images, but the dataset '", o.dataset, "' has ",
+                    student.in_channels, " channels");
+  return t;
+}
+
+std::string teacher_description(const TrainOptions& o, const models::ClassifierImpl& t) {
+  return (teacher_is_zoo_model(o.teacher) ? "zoo model " : "checkpoint ") + o.teacher + " (" +
+         t.spec().name + " " + t.spec().precision.short_name() + ")";
+}
+
+json eval_json(const EvalResult& r, const std::string& prefix) {
+  return {{prefix + "top1", r.top1}, {prefix + "top5", r.top5}, {prefix + "loss", r.loss}};
 }
 
 double mean_zero_fraction(models::ClassifierImpl& model) {
@@ -200,6 +262,55 @@ void TrainOptions::validate() const {
   TORCH_CHECK_VALUE(image_size >= 8, "--image-size must be >= 8, got ", image_size);
   TORCH_CHECK_VALUE(!run_dir.empty(), "--run-dir must not be empty");
   TORCH_CHECK_VALUE(stop_after >= 0, "--stop-after must be >= 0, got ", stop_after);
+
+  // Distillation.
+  const std::string& s = distill_scheme;
+  TORCH_CHECK_VALUE(s.empty() || s == "A" || s == "B" || s == "C",
+                    "--distill-scheme must be A, B or C (or empty: no distillation), got '", s,
+                    "'");
+  if (s.empty()) {
+    TORCH_CHECK_VALUE(teacher.empty(), "--teacher needs --distill-scheme A, B or C");
+    TORCH_CHECK_VALUE(student_init.empty(), "--student-init needs --distill-scheme C");
+    return;
+  }
+  try {
+    distill.validate();
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "--distill-*: ", e.what_without_backtrace());
+  }
+  TORCH_CHECK_VALUE(label_smoothing == 0,
+                    "--label-smoothing is not used with distillation (the soft term replaces it); "
+                    "got ", label_smoothing);
+  TORCH_CHECK_VALUE(!teacher.empty(), "--distill-scheme ", s, " needs --teacher: ",
+                    s == "A" ? "a zoo model name (e.g. resnet20) or a checkpoint"
+                             : "the checkpoint of a trained teacher");
+  TORCH_CHECK_VALUE(student_init.empty() || s == "C",
+                    "--student-init applies to --distill-scheme C only (got scheme ", s, ")");
+  const bool zoo = teacher_is_zoo_model(teacher);
+  const bool default_teacher_precision =
+      teacher_width == 1.0 && teacher_weight_bits == 32 && teacher_act_bits == 32;
+  if (zoo) {
+    TORCH_CHECK_VALUE(s == "A", "--distill-scheme ", s,
+                      " needs a pretrained teacher: --teacher must be a checkpoint file, got the "
+                      "zoo model name '",
+                      teacher, "' (scheme A trains a zoo-model teacher jointly)");
+    try {
+      teacher_precision(*this).validate();
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "--teacher-width / --teacher-weight-bits / --teacher-act-bits: ",
+                        e.what_without_backtrace());
+    }
+  } else {
+    TORCH_CHECK_VALUE(train::path_exists(teacher), "--teacher '", teacher,
+                      "' is neither a checkpoint file nor a zoo model (",
+                      c10::Join(", ", models::list_models()), ")");
+    TORCH_CHECK_VALUE(default_teacher_precision,
+                      "--teacher-width / --teacher-weight-bits / --teacher-act-bits describe a "
+                      "zoo-model teacher; the checkpoint '", teacher, "' holds its own");
+  }
+  TORCH_CHECK_VALUE(s != "A" || distill.alpha > 0,
+                    "--distill-scheme A trains the teacher through the alpha term: "
+                    "--distill-alpha must be > 0, got ", distill.alpha);
 }
 
 json TrainOptions::to_json() const {
@@ -226,6 +337,17 @@ json TrainOptions::to_json() const {
           {"nesterov", nesterov},
           {"weight_decay", weight_decay},
           {"label_smoothing", label_smoothing},
+          {"distill_scheme", distill_scheme},
+          {"teacher", teacher},
+          {"teacher_width", teacher_width},
+          {"teacher_weight_bits", teacher_weight_bits},
+          {"teacher_act_bits", teacher_act_bits},
+          {"student_init", student_init},
+          {"distill_alpha", distill.alpha},
+          {"distill_beta", distill.beta},
+          {"distill_gamma", distill.gamma},
+          {"distill_temperature", distill.temperature},
+          {"distill_kl", distill.kl},
           {"seed", seed},
           {"device", device},
           {"amp", amp},
@@ -260,6 +382,17 @@ void TrainOptions::update_from_json(const json& j) {
       else if (key == "nesterov") nesterov = v.get<bool>();
       else if (key == "weight_decay") weight_decay = v.get<double>();
       else if (key == "label_smoothing") label_smoothing = v.get<double>();
+      else if (key == "distill_scheme") distill_scheme = v.get<std::string>();
+      else if (key == "teacher") teacher = v.get<std::string>();
+      else if (key == "teacher_width") teacher_width = v.get<double>();
+      else if (key == "teacher_weight_bits") teacher_weight_bits = v.get<int64_t>();
+      else if (key == "teacher_act_bits") teacher_act_bits = v.get<int64_t>();
+      else if (key == "student_init") student_init = v.get<std::string>();
+      else if (key == "distill_alpha") distill.alpha = v.get<double>();
+      else if (key == "distill_beta") distill.beta = v.get<double>();
+      else if (key == "distill_gamma") distill.gamma = v.get<double>();
+      else if (key == "distill_temperature") distill.temperature = v.get<double>();
+      else if (key == "distill_kl") distill.kl = v.get<bool>();
       else if (key == "seed") seed = v.get<uint64_t>();
       else if (key == "device") device = v.get<std::string>();
       else if (key == "amp") amp = v.get<bool>();
@@ -305,44 +438,107 @@ json train(const TrainOptions& o) {
   spec.precision = o.precision;
   spec.init = nn::weight_init_from_string(resolved_init(o));
   models::Classifier model = models::create_model(spec);
+
+  const std::string last = train::join_path(dir, "last.ckpt");
+  const std::string best = train::join_path(dir, "best.ckpt");
+  const std::string teacher_path = train::join_path(dir, "teacher.ckpt");
+  const std::string metrics_path = train::join_path(dir, "metrics.jsonl");
+  const std::string summary_path = train::join_path(dir, "summary.json");
+  const bool resuming = o.resume && train::path_exists(last);
+
+  // Distillation (docs/distillation.md): A trains the teacher with the student; B and C freeze
+  // it (eval mode, no gradients, so its weights and BatchNorm statistics stay bit-identical).
+  const std::string& scheme = o.distill_scheme;
+  const bool distilling = !scheme.empty();
+  const bool joint = scheme == "A";
+  models::Classifier teacher;
+  int64_t teacher_params = 0;
+  json distill_start = json::object();  // scheme C: the student's accuracy before training
+  if (distilling) {
+    teacher = make_teacher(o, model->spec());
+    teacher->to(device);
+    for (const auto& p : teacher->parameters()) teacher_params += p.numel();
+    if (!joint) {
+      teacher->eval();
+      for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+    }
+  }
+  std::string student_init_path;
+  if (scheme == "C") {
+    // Also when resuming (last.ckpt then replaces these weights), so that the run reports the
+    // same starting point either way.
+    student_init_path = o.student_init.empty() ? o.teacher : o.student_init;
+    try {
+      models::load_checkpoint_into(student_init_path, *model);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "--distill-scheme C starts the student (", o.model, " ",
+                        o.precision.short_name(), ") from ", student_init_path,
+                        ", which does not fit it (a teacher of another depth or width needs "
+                        "--student-init with an fp32 checkpoint of the student's architecture): ",
+                        e.what_without_backtrace());
+    }
+  }
   const double init_zero_fraction = mean_zero_fraction(*model);
   model->to(device);
   int64_t n_params = 0;
   for (const auto& p : model->parameters()) n_params += p.numel();
 
-  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(o.schedule.base_lr)
-                                                 .momentum(o.momentum)
-                                                 .nesterov(o.nesterov)
-                                                 .weight_decay(o.weight_decay));
+  // One optimizer; in scheme A it updates the teacher's parameters too.
+  std::vector<torch::Tensor> trained = model->parameters();
+  if (joint) {
+    for (const auto& p : teacher->parameters()) trained.push_back(p);
+  }
+  torch::optim::SGD opt(trained, torch::optim::SGDOptions(o.schedule.base_lr)
+                                     .momentum(o.momentum)
+                                     .nesterov(o.nesterov)
+                                     .weight_decay(o.weight_decay));
 
-  const std::string last = train::join_path(dir, "last.ckpt");
-  const std::string best = train::join_path(dir, "best.ckpt");
-  const std::string metrics_path = train::join_path(dir, "metrics.jsonl");
-  const std::string summary_path = train::join_path(dir, "summary.json");
   int64_t start_epoch = 0, best_epoch = 0;
   double best_top1 = -1.0, best_top5 = 0.0, wall_before = 0.0;
-  if (o.resume && train::path_exists(last)) {
+  if (resuming) {
     const auto meta = models::read_checkpoint(last);
     TORCH_CHECK_VALUE(meta.spec == model->spec(), "--resume: ", last,
                       " holds a different model (", meta.spec.to_json(-1),
                       ") than these options build (", model->spec().to_json(-1), ")");
+    const json extra = json::parse(meta.info.extra_json);
+    const std::string was_scheme =
+        extra.contains("options") ? extra["options"].value("distill_scheme", std::string())
+                                  : std::string();
+    TORCH_CHECK_VALUE(was_scheme == scheme, "--resume: ", last, " was written with ",
+                      was_scheme.empty() ? "no distillation" : "--distill-scheme " + was_scheme,
+                      " but these options ask for ",
+                      scheme.empty() ? "none" : "--distill-scheme " + scheme);
+    if (joint) {
+      const std::string was_teacher =
+          extra.contains("distill") ? extra["distill"].value("teacher_spec", json()).dump() : "";
+      TORCH_CHECK_VALUE(was_teacher == json::parse(teacher->spec().to_json(-1)).dump(),
+                        "--resume: ", last, " trained another teacher (", was_teacher,
+                        ") than these options build (", teacher->spec().to_json(-1), ")");
+    }
     models::load_checkpoint_into(last, *model);
     TORCH_CHECK(!meta.info.blob.empty(), "--resume: ", last,
                 " has no optimizer state; it was not written by wrpn_train");
     torch::serialize::InputArchive ar;
     ar.load_from(meta.info.blob.data(), meta.info.blob.size(), device);
     opt.load(ar);
-    const json extra = json::parse(meta.info.extra_json);
+    if (joint) {
+      torch::serialize::InputArchive t;
+      TORCH_CHECK(ar.try_read(kTeacherArchiveKey, t), "--resume: ", last,
+                  " holds no teacher state; it was not written by a scheme A run");
+      teacher->load(t);
+    }
     start_epoch = meta.info.epoch;
     best_top1 = extra.value("best_top1", -1.0);
     best_top5 = extra.value("best_top5", 0.0);
     best_epoch = extra.value("best_epoch", int64_t{0});
     wall_before = extra.value("wall_seconds", 0.0);
+    if (extra.contains("distill")) distill_start = extra["distill"].value("start", json::object());
     prune_metrics(metrics_path, start_epoch);
     say("resuming " + last + " after epoch " + std::to_string(start_epoch));
   } else {
     train::remove_file(metrics_path);
     train::remove_file(summary_path);
+    train::remove_file(teacher_path);
   }
   train::atomic_write(train::join_path(dir, "options.json"), o.to_json().dump(2) + "\n");
 
@@ -350,10 +546,55 @@ json train(const TrainOptions& o) {
       o.dataset + " (" + std::to_string(n_train) + " train / " + std::to_string(n_test) +
       " test images), " + std::to_string(n_params) + " parameters, device " + device.str() +
       ", " + std::to_string(at::get_num_threads()) + " threads");
-  char zbuf[96];
+  const std::string init_name =
+      scheme == "C" ? "loaded from " + student_init_path : resolved_init(o);
+  char zbuf[256];
   std::snprintf(zbuf, sizeof zbuf, "quantized weights at zero after init (%s): %.1f%%",
-                resolved_init(o).c_str(), 100.0 * init_zero_fraction);
+                init_name.c_str(), 100.0 * init_zero_fraction);
   say(zbuf);
+
+  // The frozen teacher's accuracy, once (B, C); the student's starting point (C).
+  EvalResult tev;
+  if (distilling) {
+    say("distillation scheme " + scheme + " from the teacher " +
+        teacher_description(o, *teacher) + ", " + std::to_string(teacher_params) +
+        " parameters");
+    if (!joint) {
+      tev = evaluate(*teacher, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+      char tbuf[128];
+      std::snprintf(tbuf, sizeof tbuf, "  teacher test: loss %.4f  top-1 %.2f%%", tev.loss,
+                    100 * tev.top1);
+      say(tbuf);
+    }
+    if (scheme == "C" && !resuming) {
+      const EvalResult sev =
+          evaluate(*model, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+      distill_start = eval_json(sev, "student_init_test_");
+      char sbuf[160];
+      std::snprintf(sbuf, sizeof sbuf, "  student from %s before training: top-1 %.2f%%",
+                    student_init_path.c_str(), 100 * sev.top1);
+      say(sbuf);
+    }
+  }
+  // What summary.json and each checkpoint record about the distillation.
+  auto distill_json = [&]() {
+    json d = {{"scheme", scheme},
+              {"alpha", o.distill.alpha},
+              {"beta", o.distill.beta},
+              {"gamma", o.distill.gamma},
+              {"temperature", o.distill.temperature},
+              {"kl", o.distill.kl},
+              {"teacher", o.teacher},
+              {"teacher_source", teacher_is_zoo_model(o.teacher) ? "zoo" : "checkpoint"},
+              {"teacher_spec", json::parse(teacher->spec().to_json(-1))},
+              {"teacher_parameters", teacher_params},
+              {"teacher_test_top1", tev.top1},
+              {"teacher_test_top5", tev.top5},
+              {"teacher_test_loss", tev.loss},
+              {"start", distill_start}};
+    if (scheme == "C") d["student_init"] = student_init_path;
+    return d;
+  };
 
   const double t_run = now_s();
   EvalResult ev;
@@ -370,6 +611,11 @@ json train(const TrainOptions& o) {
     train::Progress prog("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs),
                          batches, o.quiet ? nullptr : stderr);
     double lr = o.schedule.base_lr;
+    if (joint) teacher->train();
+    // Per-image sums of the distillation terms and the teacher's training accuracy.
+    double teacher_ce_sum = 0, student_ce_sum = 0, soft_sum = 0;
+    int64_t teacher_correct = 0;
+    const bool teacher_used = distilling && (o.distill.alpha > 0 || o.distill.gamma > 0);
     for (int64_t b = 0; b < batches; ++b) {
       const int64_t lo = b * o.batch_size;
       const int64_t hi = b + 1 == batches ? n_train : lo + o.batch_size;
@@ -380,15 +626,32 @@ json train(const TrainOptions& o) {
         static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
       }
       opt.zero_grad();
-      torch::Tensor logits;
+      torch::Tensor logits, teacher_logits;
       {
         Autocast ac(o.amp && device.is_cuda());
         logits = model->forward(x);
+        if (teacher_used) {
+          std::optional<torch::NoGradGuard> frozen;
+          if (!joint) frozen.emplace();
+          teacher_logits = teacher->forward(x).to(torch::kFloat);
+        }
       }
       logits = logits.to(torch::kFloat);
-      const auto loss = torch::nn::functional::cross_entropy(
-          logits, y,
-          torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
+      torch::Tensor loss;
+      if (distilling) {
+        const auto parts =
+            train::distillation_loss_parts(teacher_logits, logits, y, o.distill);
+        loss = parts.total;
+        const auto n = static_cast<double>(hi - lo);
+        if (parts.teacher_ce.defined()) teacher_ce_sum += n * parts.teacher_ce.item<double>();
+        if (parts.student_ce.defined()) student_ce_sum += n * parts.student_ce.item<double>();
+        if (parts.soft.defined()) soft_sum += n * parts.soft.item<double>();
+        if (teacher_used) teacher_correct += train::topk_correct(teacher_logits.detach(), y, 1);
+      } else {
+        loss = torch::nn::functional::cross_entropy(
+            logits, y,
+            torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
+      }
       const double loss_v = loss.item<double>();
       TORCH_CHECK(std::isfinite(loss_v), "the training loss became ", loss_v, " at epoch ",
                   epoch + 1, ", batch ", b + 1, "; try a lower --lr (now ", lr, ")");
@@ -399,38 +662,67 @@ json train(const TrainOptions& o) {
     const double train_s = prog.finish();
     last_ips = prog.images_per_second();
     ev = evaluate(*model, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+    if (joint) {
+      tev = evaluate(*teacher, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+    }
     const bool improved = ev.top1 > best_top1;
     if (improved) {
       best_top1 = ev.top1;
       best_top5 = ev.top5;
       best_epoch = epoch + 1;
     }
-    const json line = {{"epoch", epoch + 1},
-                       {"lr", lr},
-                       {"train_loss", prog.mean_loss()},
-                       {"train_top1", prog.accuracy()},
-                       {"test_loss", ev.loss},
-                       {"test_top1", ev.top1},
-                       {"test_top5", ev.top5},
-                       {"seconds", train_s + ev.seconds},
-                       {"images_per_second", last_ips}};
+    json line = {{"epoch", epoch + 1},
+                 {"lr", lr},
+                 {"train_loss", prog.mean_loss()},
+                 {"train_top1", prog.accuracy()},
+                 {"test_loss", ev.loss},
+                 {"test_top1", ev.top1},
+                 {"test_top5", ev.top5},
+                 {"seconds", train_s + ev.seconds + (joint ? tev.seconds : 0.0)},
+                 {"images_per_second", last_ips}};
+    if (distilling) {
+      // train_loss is the whole distillation loss; a term whose weight is 0 is null.
+      const double n = static_cast<double>(n_train);
+      auto term = [&](double w, double sum) { return w > 0 ? json(sum / n) : json(); };
+      line["train_teacher_loss"] = term(o.distill.alpha, teacher_ce_sum);
+      line["train_student_loss"] = term(o.distill.beta, student_ce_sum);
+      line["train_soft_loss"] = term(o.distill.gamma, soft_sum);
+      line["train_teacher_top1"] = teacher_used ? json(teacher_correct / n) : json();
+      line["teacher_test_loss"] = tev.loss;
+      line["teacher_test_top1"] = tev.top1;
+      line["teacher_test_top5"] = tev.top5;
+    }
     train::append_line(metrics_path, line.dump());
     char buf[160];
     std::snprintf(buf, sizeof buf, "  test: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (best %.2f%%)",
                   ev.loss, 100 * ev.top1, 100 * ev.top5, 100 * best_top1);
     say(buf);
+    if (joint) {
+      std::snprintf(buf, sizeof buf, "  teacher test: loss %.4f  top-1 %.2f%%", tev.loss,
+                    100 * tev.top1);
+      say(buf);
+    }
 
     models::CheckpointInfo info;
     info.epoch = epoch + 1;
     info.metrics = {{"test_top1", ev.top1}, {"test_top5", ev.top5}, {"test_loss", ev.loss}};
-    info.extra_json = json{{"best_top1", best_top1},
-                           {"best_top5", best_top5},
-                           {"best_epoch", best_epoch},
-                           {"wall_seconds", wall_before + now_s() - t_run},
-                           {"options", o.to_json()}}
-                          .dump();
+    json extra = {{"best_top1", best_top1},
+                  {"best_top5", best_top5},
+                  {"best_epoch", best_epoch},
+                  {"wall_seconds", wall_before + now_s() - t_run},
+                  {"options", o.to_json()}};
+    if (distilling) extra["distill"] = distill_json();
+    info.extra_json = extra.dump();
     if (improved) models::save_checkpoint(best, *model, info);
-    info.blob = optimizer_blob(opt);
+    if (joint) {
+      // The trained teacher, for wrpn_eval; resume reads it from last.ckpt's blob instead.
+      models::CheckpointInfo tinfo;
+      tinfo.epoch = epoch + 1;
+      tinfo.metrics = {{"test_top1", tev.top1}, {"test_top5", tev.top5}, {"test_loss", tev.loss}};
+      tinfo.extra_json = json{{"distill_teacher_of", last}, {"options", o.to_json()}}.dump();
+      models::save_checkpoint(teacher_path, *teacher, tinfo);
+    }
+    info.blob = optimizer_blob(opt, joint ? teacher.get() : nullptr);
     models::save_checkpoint(last, *model, info);
     const bool stop_now = g_stop.load() || (o.stop_after > 0 && epoch + 1 >= o.stop_after);
     if (stop_now && epoch + 1 < o.epochs) {
@@ -443,6 +735,17 @@ json train(const TrainOptions& o) {
   if (start_epoch >= o.epochs) {
     // Nothing left to train: report the checkpoint's own accuracy.
     ev = evaluate(*model, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+    if (joint) {
+      tev = evaluate(*teacher, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
+    }
+  }
+  if (distilling && !joint) {
+    // The frozen teacher as this run used it (bit-identical to its source checkpoint).
+    models::CheckpointInfo tinfo;
+    tinfo.metrics = {{"test_top1", tev.top1}, {"test_top5", tev.top5}, {"test_loss", tev.loss}};
+    tinfo.extra_json =
+        json{{"distill_teacher_of", last}, {"source", o.teacher}, {"options", o.to_json()}}.dump();
+    models::save_checkpoint(teacher_path, *teacher, tinfo);
   }
   const auto report = models::cost_report(*model, 0, 0, true);
   json summary = {{"model", o.model},
@@ -469,6 +772,7 @@ json train(const TrainOptions& o) {
                   {"zero_fraction_final", report.totals.zero_fraction},
                   {"device", device.str()},
                   {"library_version", kVersion}};
+  if (distilling) summary["distill"] = distill_json();
   if (report.baseline) {
     summary["baseline_fp32_1x"] = {{"bit_ops", report.baseline->bit_ops},
                                    {"weight_storage_bytes", report.baseline->storage_bits / 8}};

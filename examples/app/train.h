@@ -5,6 +5,7 @@
 
 #include <torch/types.h>
 #include <wrpn/models/classifier.h>
+#include <wrpn/train/distill.h>
 #include <wrpn/train/utils.h>
 
 #include <cstdint>
@@ -39,6 +40,21 @@ struct TrainOptions {
   bool nesterov = false;
   double weight_decay = 5e-4;
   double label_smoothing = 0.0;
+  // Distillation (Apprentice, arXiv 1711.05852; docs/distillation.md).
+  /// "" (none), "A" (teacher and student trained jointly from scratch), "B" (frozen pretrained
+  /// teacher, student from scratch) or "C" (student starts from trained fp32 weights, frozen
+  /// teacher).
+  std::string distill_scheme;
+  /// A checkpoint path (its model is the teacher) or, for scheme A, a zoo model name built with
+  /// teacher_width / teacher_weight_bits / teacher_act_bits. An existing file wins over a name.
+  std::string teacher;
+  double teacher_width = 1.0;
+  int64_t teacher_weight_bits = 32;
+  int64_t teacher_act_bits = 32;
+  /// Scheme C: the checkpoint the student's weights start from (empty: the teacher checkpoint).
+  std::string student_init;
+  /// Loss weights and temperature.
+  train::DistillLossOptions distill;
   // Machine.
   uint64_t seed = 0;
   std::string device = "auto";  ///< auto (CUDA when available), cpu, cuda, cuda:N
@@ -73,6 +89,9 @@ struct EvalResult {
 /// last.ckpt and best.ckpt (atomic), options.json and, at the end, summary.json, which it also
 /// returns. With options.resume it continues from last.ckpt to the result an uninterrupted run
 /// would have reached. Throws for bad options, a missing dataset or a mismatched checkpoint.
+/// With a distillation scheme it also writes teacher.ckpt (scheme A: each epoch, the trained
+/// teacher; B and C: at the end, the frozen teacher as used) and teacher fields in the metrics
+/// and summary; scheme A's last.ckpt carries the teacher's state for an exact resume.
 nlohmann::json train(const TrainOptions& options);
 
 /// Evaluates a checkpoint's model on a dataset split.

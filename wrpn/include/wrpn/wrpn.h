@@ -16,4 +16,5 @@
 #include <wrpn/nn/quant_relu.h>
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
+#include <wrpn/train/distill.h>
 #include <wrpn/version.h>
