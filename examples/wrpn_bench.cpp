@@ -11,6 +11,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 #include <wrpn/ops.h>
+#include <wrpn/precision.h>
 #include <wrpn/version.h>
 
 #include <algorithm>
@@ -44,8 +45,8 @@ using Json = nlohmann::ordered_json;
 
 constexpr const char* kUsage = R"(Usage: wrpn_bench [flags]
 
-Times the fused WRPN quantizers (wrpn::quantize_weight, wrpn::quantize_activation) in three
-directions:
+Times the fused quantizers (wrpn::quantize_weight, wrpn::quantize_activation and the ADaPTION
+wrpn::quantize_fixed_point, deterministic "fixed" and stochastic "fixed_sr") in three directions:
   train     forward that also writes the packed straight-through mask (what training runs:
             quantize_*_with_mask)
   infer     forward without the mask (quantize_* on a tensor that needs no gradient)
@@ -56,7 +57,10 @@ against three baselines run in the same process, on the same tensors, in the sam
              ops serve train and infer); backward grad * ((x >= lo) & (x <= hi))
   fakeq      at::fake_quantize_per_tensor_affine_cachemask (train), ..._affine (infer) and
              grad * mask (backward), with scale 1/s, zero point 0 and [quant_min, quant_max] =
-             [-s, s] for weights, [0, s] for activations; "n/a" where a dtype is not supported
+             [-s, s] for weights, [0, s] for activations, scale 2^-f and [-(2^(m+f-1) - 1),
+             2^(m+f-1) - 1] for fixed point (the same values as Q(m.f)); "n/a" where a dtype is
+             not supported, and for fixed_sr (PyTorch has no stochastic-rounding fake_quantize,
+             so fixed_sr's composite is floor(clamp(x) * 2^f + rand_like(x)) / 2^f)
 Inputs are uniform in [-1.5, 1.5] (values outside both clamp ranges), grad is standard normal.
 Before timing, each kernel's output is checked bit for bit against an fp32 reference.
 
@@ -71,7 +75,9 @@ Flags (lists are comma-separated):
   --dtypes LIST       fp32, fp16, bf16 (also float32, float16, half, bfloat16; default all three)
   --threads LIST      CPU thread counts, applied with at::set_num_threads (default 1,2)
   --device D          cpu, cuda or all (default all: the CPU, plus CUDA when a GPU is visible)
-  --ops LIST          weight, activation (default both)
+  --ops LIST          weight, activation, fixed, fixed_sr (default all four; the fixed-point
+                      ops skip the backward, which is the same kernel as the WRPN ops')
+  --fixed FORMAT      the fixed-point format, Q<m>.<f> (default Q8.8)
   --directions LIST   train, infer, backward (default all three)
   --bits K            quantizer bit width, 2..16 (default 4; the time does not depend on it)
   --iters N           timed rounds; every variant runs once a round, in a shuffled order
@@ -113,7 +119,9 @@ struct UsageError : std::runtime_error {
 };
 
 enum class Direction { kTrain, kInfer, kBackward };
-enum class QuantOp { kWeight, kActivation };
+enum class QuantOp { kWeight, kActivation, kFixed, kFixedStochastic };
+
+bool is_fixed(QuantOp op) { return op == QuantOp::kFixed || op == QuantOp::kFixedStochastic; }
 
 struct Options {
   std::vector<int64_t> sizes{int64_t{1} << 16, int64_t{1} << 18, int64_t{1} << 20,
@@ -121,7 +129,9 @@ struct Options {
   std::vector<at::ScalarType> dtypes{at::kFloat, at::kHalf, at::kBFloat16};
   std::vector<int> threads{1, 2};
   std::string device = "all";
-  std::vector<QuantOp> ops{QuantOp::kWeight, QuantOp::kActivation};
+  std::vector<QuantOp> ops{QuantOp::kWeight, QuantOp::kActivation, QuantOp::kFixed,
+                          QuantOp::kFixedStochastic};
+  int fixed_total = 16, fixed_frac = 8;
   std::vector<Direction> directions{Direction::kTrain, Direction::kInfer, Direction::kBackward};
   int bits = 4;
   int iters = 0;
@@ -235,11 +245,28 @@ Options parse_args(int argc, char** argv) {
           o.ops.push_back(QuantOp::kWeight);
         } else if (s == "activation" || s == "quantize_activation") {
           o.ops.push_back(QuantOp::kActivation);
+        } else if (s == "fixed") {
+          o.ops.push_back(QuantOp::kFixed);
+        } else if (s == "fixed_sr") {
+          o.ops.push_back(QuantOp::kFixedStochastic);
         } else {
-          throw UsageError(
-              fmt::format("--ops: unknown op '{}' (expected weight or activation)", s));
+          throw UsageError(fmt::format(
+              "--ops: unknown op '{}' (expected weight, activation, fixed or fixed_sr)", s));
         }
       }
+    } else if (flag == "--fixed") {
+      const std::string f = value();
+      wrpn::FixedPointFormat format;
+      try {
+        format = wrpn::FixedPointFormat::parse(f);
+      } catch (const c10::Error& e) {
+        throw UsageError(fmt::format("--fixed: {}", e.what_without_backtrace()));
+      }
+      if (format.frac_bits < 0 || format.stochastic) {
+        throw UsageError(fmt::format("--fixed: '{}': expected Q<m>.<f>, e.g. Q8.8", f));
+      }
+      o.fixed_total = static_cast<int>(format.total_bits);
+      o.fixed_frac = static_cast<int>(format.frac_bits);
     } else if (flag == "--directions") {
       o.directions.clear();
       for (const auto& s : split_list(flag, value())) {
@@ -331,7 +358,32 @@ const char* direction_name(Direction d) {
 }
 
 const char* op_name(QuantOp op) {
-  return op == QuantOp::kWeight ? "quantize_weight" : "quantize_activation";
+  switch (op) {
+    case QuantOp::kWeight:
+      return "quantize_weight";
+    case QuantOp::kActivation:
+      return "quantize_activation";
+    case QuantOp::kFixed:
+      return "quantize_fixed_point";
+    case QuantOp::kFixedStochastic:
+      return "quantize_fixed_point(stochastic)";
+  }
+  return "?";
+}
+
+/// The short name the table and the JSON's "op" field use.
+const char* op_short(QuantOp op) {
+  switch (op) {
+    case QuantOp::kWeight:
+      return "weight";
+    case QuantOp::kActivation:
+      return "activation";
+    case QuantOp::kFixed:
+      return "fixed";
+    case QuantOp::kFixedStochastic:
+      return "fixed_sr";
+  }
+  return "?";
 }
 
 std::string size_label(int64_t n) {
@@ -353,7 +405,22 @@ struct QuantSpec {
   int64_t qmin, qmax;
 };
 
-QuantSpec spec_for(QuantOp op, int bits) {
+/// What one op computes: WRPN at `bits`, or fixed point Q(total - frac).(frac).
+struct OpArgs {
+  QuantOp op;
+  int bits;
+  int total;
+  int frac;
+};
+
+QuantSpec spec_for(const OpArgs& a) {
+  if (is_fixed(a.op)) {
+    const int64_t qmax = (int64_t{1} << (a.total - 1)) - 1;
+    const double s = std::ldexp(1.0, a.frac);
+    return {-static_cast<double>(qmax) / s, static_cast<double>(qmax) / s, s, -qmax, qmax};
+  }
+  const QuantOp op = a.op;
+  const int bits = a.bits;
   if (op == QuantOp::kWeight) {
     const int64_t s = (int64_t{1} << (bits - 1)) - 1;
     return {-1.0, 1.0, static_cast<double>(s), -s, s};
@@ -368,6 +435,11 @@ at::Tensor composite_forward(const at::Tensor& x, const QuantSpec& q) {
   return at::round(at::clamp(x, q.lo, q.hi) * q.scale) / q.scale;
 }
 
+/// Stochastic rounding from plain ATen ops (rand_like draws the uniforms).
+at::Tensor composite_stochastic(const at::Tensor& x, const QuantSpec& q) {
+  return at::floor(at::clamp(x, q.lo, q.hi) * q.scale + at::rand_like(x)) / q.scale;
+}
+
 at::Tensor composite_backward(const at::Tensor& grad, const at::Tensor& x, const QuantSpec& q) {
   return grad * ((x >= q.lo) & (x <= q.hi));
 }
@@ -380,21 +452,28 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_train(const at::Tensor& x, const Q
   return at::fake_quantize_per_tensor_affine_cachemask(x, 1.0 / q.scale, 0, q.qmin, q.qmax);
 }
 
-std::tuple<at::Tensor, at::Tensor> wrpn_train(QuantOp op, const at::Tensor& x, int bits) {
-  return op == QuantOp::kWeight ? wrpn::quantize_weight_with_mask(x, bits)
-                                : wrpn::quantize_activation_with_mask(x, bits);
+std::tuple<at::Tensor, at::Tensor> wrpn_train(const OpArgs& a, const at::Tensor& x) {
+  if (is_fixed(a.op)) {
+    return wrpn::quantize_fixed_point_with_mask(x, a.total, a.frac,
+                                                a.op == QuantOp::kFixedStochastic);
+  }
+  return a.op == QuantOp::kWeight ? wrpn::quantize_weight_with_mask(x, a.bits)
+                                  : wrpn::quantize_activation_with_mask(x, a.bits);
 }
 
-at::Tensor wrpn_infer(QuantOp op, const at::Tensor& x, int bits) {
-  return op == QuantOp::kWeight ? wrpn::quantize_weight(x, bits)
-                                : wrpn::quantize_activation(x, bits);
+at::Tensor wrpn_infer(const OpArgs& a, const at::Tensor& x) {
+  if (is_fixed(a.op)) {
+    return wrpn::quantize_fixed_point(x, a.total, a.frac, a.op == QuantOp::kFixedStochastic);
+  }
+  return a.op == QuantOp::kWeight ? wrpn::quantize_weight(x, a.bits)
+                                  : wrpn::quantize_activation(x, a.bits);
 }
 
 /// Empty when fake_quantize runs on this device and dtype, else why not.
 std::string fake_quant_unsupported(at::ScalarType dtype, const at::Device& device) {
   try {
     const auto x = at::linspace(-2, 2, 64, at::TensorOptions().dtype(dtype).device(device));
-    (void)fake_quant_train(x, spec_for(QuantOp::kWeight, 4));
+    (void)fake_quant_train(x, spec_for({QuantOp::kWeight, 4, 0, 0}));
     return {};
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
@@ -403,19 +482,29 @@ std::string fake_quant_unsupported(at::ScalarType dtype, const at::Device& devic
 }
 
 /// Compares the wrpn kernels with an fp32 composite reference, bit for bit.
-std::vector<std::string> check_kernels(QuantOp op, const at::Tensor& x, const at::Tensor& grad,
-                                       int bits) {
-  const QuantSpec q = spec_for(op, bits);
+/// For fixed_sr, whose values are random, each value must be the floor or the ceiling on the grid.
+std::vector<std::string> check_kernels(const OpArgs& a, const at::Tensor& x,
+                                       const at::Tensor& grad) {
+  const QuantSpec q = spec_for(a);
   const at::Tensor xf = x.to(at::kFloat);
-  const at::Tensor want_q = composite_forward(xf, q).to(x.scalar_type());
   const at::Tensor pass = (xf >= q.lo) & (xf <= q.hi);
   const at::Tensor want_mask = wrpn::pack_mask(pass);
   const at::Tensor want_g = at::where(pass, grad, at::zeros_like(grad));
   std::vector<std::string> bad;
-  auto [q_train, mask] = wrpn_train(op, x, bits);
-  if (!at::equal(q_train, want_q)) bad.push_back("train output");
+  auto [q_train, mask] = wrpn_train(a, x);
+  if (a.op == QuantOp::kFixedStochastic) {
+    const at::Tensor c = at::clamp(xf, q.lo, q.hi) * q.scale;
+    const at::Tensor down = (at::floor(c) / q.scale).to(x.scalar_type());
+    const at::Tensor up = (at::ceil(c) / q.scale).to(x.scalar_type());
+    for (const at::Tensor& got : {q_train, wrpn_infer(a, x)}) {
+      if (!(got.eq(down) | got.eq(up)).all().item<bool>()) bad.push_back("stochastic values");
+    }
+  } else {
+    const at::Tensor want_q = composite_forward(xf, q).to(x.scalar_type());
+    if (!at::equal(q_train, want_q)) bad.push_back("train output");
+    if (!at::equal(wrpn_infer(a, x), want_q)) bad.push_back("infer output");
+  }
   if (!at::equal(mask, want_mask)) bad.push_back("train mask");
-  if (!at::equal(wrpn_infer(op, x, bits), want_q)) bad.push_back("infer output");
   if (!at::equal(wrpn::masked_grad(grad, mask), want_g)) bad.push_back("backward");
   return bad;
 }
@@ -559,34 +648,43 @@ class Bench {
     };
 
     for (QuantOp op : opt_.ops) {
-      const QuantSpec q = spec_for(op, bits);
+      const OpArgs args{op, bits, opt_.fixed_total, opt_.fixed_frac};
+      const QuantSpec q = spec_for(args);
+      const bool stochastic = op == QuantOp::kFixedStochastic;
       std::string check = "skipped";
       if (opt_.check) {
-        const auto bad = check_kernels(op, x, grad, bits);
+        const auto bad = check_kernels(args, x, grad);
         check = bad.empty() ? "ok" : fmt::format("MISMATCH: {}", fmt::join(bad, ", "));
         if (!bad.empty()) failed_ = true;
       }
-      const at::Tensor mask = std::get<1>(wrpn_train(op, x, bits));
+      const at::Tensor mask = std::get<1>(wrpn_train(args, x));
+      const std::string op_fq_note =
+          stochastic ? "PyTorch has no stochastic-rounding fake_quantize" : fq_note;
       const at::Tensor fq_mask =
-          fq_note.empty() ? std::get<1>(fake_quant_train(x, q)) : at::Tensor();
+          op_fq_note.empty() ? std::get<1>(fake_quant_train(x, q)) : at::Tensor();
 
       for (Direction dir : opt_.directions) {
+        if (is_fixed(op) && dir == Direction::kBackward) continue;  // the WRPN ops' kernel
         std::vector<Variant> v(4);
         v[1] = {"clone", nullptr, {}};
         v[2] = {"composite", nullptr, {}};
-        v[3] = {"fake_quantize", nullptr, fq_note.empty() ? std::string() : "n/a: " + fq_note};
+        v[3] = {"fake_quantize", nullptr,
+                op_fq_note.empty() ? std::string() : "n/a: " + op_fq_note};
+        auto composite = [=] {
+          return stochastic ? composite_stochastic(x, q) : composite_forward(x, q);
+        };
         switch (dir) {
           case Direction::kTrain:
-            v[0] = {"wrpn", make([=] { return wrpn_train(op, x, bits); }), {}};
+            v[0] = {"wrpn", make([=] { return wrpn_train(args, x); }), {}};
             v[1].call = make([=] { return x.clone(); });
-            v[2].call = make([=] { return composite_forward(x, q); });
-            if (fq_note.empty()) v[3].call = make([=] { return fake_quant_train(x, q); });
+            v[2].call = make(composite);
+            if (op_fq_note.empty()) v[3].call = make([=] { return fake_quant_train(x, q); });
             break;
           case Direction::kInfer:
-            v[0] = {"wrpn", make([=] { return wrpn_infer(op, x, bits); }), {}};
+            v[0] = {"wrpn", make([=] { return wrpn_infer(args, x); }), {}};
             v[1].call = make([=] { return x.clone(); });
-            v[2].call = make([=] { return composite_forward(x, q); });
-            if (fq_note.empty()) v[3].call = make([=] { return fake_quant_infer(x, q); });
+            v[2].call = make(composite);
+            if (op_fq_note.empty()) v[3].call = make([=] { return fake_quant_infer(x, q); });
             break;
           case Direction::kBackward:
             v[0] = {"wrpn", make([=] { return wrpn::masked_grad(grad, mask); }), {}};
@@ -631,7 +729,7 @@ class Bench {
     const std::string fq = r.fake_quant ? fmt::format("{:.2f}", pick(*r.fake_quant) / t) : "n/a";
     fmt::print(
         "{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7.1f} {:>6.0f}% {:>7.2f} {:>7}{}\n",
-        r.op == QuantOp::kWeight ? "weight" : "activation", direction_name(r.dir), r.device,
+        op_short(r.op), direction_name(r.dir), r.device,
         dtype_name(r.dtype), r.threads ? std::to_string(r.threads) : "-", size_label(r.numel),
         r.rounds, time_label(t), g, 100.0 * g / clone_g, pick(r.composite) / t, fq,
         r.check == "ok" || r.check == "skipped" ? "" : "  " + r.check);
@@ -651,7 +749,12 @@ class Bench {
       j["dtype"] = dtype_name(r.dtype);
       j["threads"] = r.threads ? Json(r.threads) : Json(nullptr);
       j["numel"] = r.numel;
-      j["bits"] = opt_.bits;
+      if (is_fixed(r.op)) {
+        j["bits"] = opt_.fixed_total;
+        j["format"] = fmt::format("Q{}.{}", opt_.fixed_total - opt_.fixed_frac, opt_.fixed_frac);
+      } else {
+        j["bits"] = opt_.bits;
+      }
       j["rounds"] = r.rounds;
       j["bytes"] = r.bytes;
       j["median_us"] = r.wrpn.median_s * 1e6;
@@ -831,6 +934,7 @@ int run_bench(const Options& opt) {
   settings["threads"] = opt.threads;
   settings["device"] = opt.device;
   settings["ops"] = ops;
+  settings["fixed_format"] = fmt::format("Q{}.{}", opt.fixed_total - opt.fixed_frac, opt.fixed_frac);
   settings["directions"] = dirs;
   settings["bits"] = opt.bits;
   settings["iters"] = opt.iters > 0 ? Json(opt.iters) : Json("auto");

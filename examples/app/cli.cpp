@@ -18,6 +18,8 @@ struct PrecisionFlags {
   bool quantize_first = false;
   bool quantize_last = false;
   bool quantized_residual = false;
+  std::string scheme;
+  bool fixed_stochastic = false;
   int64_t weight_bits = 0, act_bits = 0;
   double width = 0;
   CLI::Option* weight_bits_opt = nullptr;
@@ -53,8 +55,15 @@ void add_model_flags(CLI::App& app, TrainOptions& o) {
   app.add_flag("--quantize-last", g.quantize_last, "quantize the last FC too (default: fp32)");
   app.add_flag("--quantized-residual", g.quantized_residual,
                "quantize block outputs too (k-bit activations between blocks)");
+  app.add_option("--scheme", g.scheme,
+                 "quantizer family: wrpn (default), or fixed (ADaPTION Q(m.f) with --weight-bits / "
+                 "--act-bits total bits)")
+      ->check(CLI::IsMember({"wrpn", "fixed"}));
+  app.add_flag("--fixed-stochastic", g.fixed_stochastic,
+               "scheme fixed: stochastic rounding while training");
   app.add_option("--override", g.overrides,
-                 "per-layer bits NAME=BITS, e.g. layer1.0.conv1=8 (repeatable)");
+                 "per-layer NAME=BITS or NAME=FORMAT, e.g. layer1.0.conv1=8, fc=Q2.14 or "
+                 "layer1.0.act1=fixed16 (repeatable)");
   app.add_option("--precision-config", g.config_file,
                  "a precision config JSON file (flags given beside it override its values)")
       ->check(CLI::ExistingFile);
@@ -74,14 +83,19 @@ void finish_precision_flags(TrainOptions& o) {
   if (g.quantize_first) p.fp32_first_layer = false;
   if (g.quantize_last) p.fp32_last_layer = false;
   if (g.quantized_residual) p.quantized_residual = true;
+  if (!g.scheme.empty()) p.scheme = g.scheme;
+  if (g.fixed_stochastic) p.fixed_stochastic = true;
   for (const auto& kv : g.overrides) {
     const auto eq = kv.find('=');
-    TORCH_CHECK_VALUE(eq != std::string::npos && eq > 0, "--override expects NAME=BITS, got '", kv,
-                      "'");
-    try {
-      p.overrides[kv.substr(0, eq)] = std::stoll(kv.substr(eq + 1));
-    } catch (const std::exception&) {
-      TORCH_CHECK_VALUE(false, "--override expects NAME=BITS with integer bits, got '", kv, "'");
+    TORCH_CHECK_VALUE(eq != std::string::npos && eq > 0,
+                      "--override expects NAME=BITS or NAME=FORMAT, got '", kv, "'");
+    const std::string name = kv.substr(0, eq), value = kv.substr(eq + 1);
+    if (!value.empty() && value.find_first_not_of("0123456789") == std::string::npos) {
+      p.fixed_point.erase(name);
+      p.overrides[name] = std::stoll(value);
+    } else {
+      p.overrides.erase(name);
+      p.fixed_point[name] = FixedPointFormat::parse(value);  // names the accepted forms
     }
   }
   p.validate();

@@ -31,16 +31,19 @@ int64_t layer_storage_bits(int64_t weight_numel, int64_t weight_bits, int64_t bi
 
 /// Fills a LayerCost's static fields from a conv or FC; false for other modules.
 bool describe_layer(const torch::nn::Module& m, LayerCost& row) {
-  torch::Tensor weight, bias;
+  torch::NoGradGuard no_grad;
+  torch::Tensor weight, bias, effective;
   if (auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(&m)) {
     row.kind = "conv";
     weight = conv->weight;
+    effective = conv->effective_weight();
     bias = conv->bias;
     row.weight_bits = conv->options.weight_bits();
     row.act_bits = conv->options.input_bits();
   } else if (auto* fc = dynamic_cast<const nn::QuantLinearImpl*>(&m)) {
     row.kind = "fc";
     weight = fc->weight;
+    effective = fc->effective_weight();
     bias = fc->bias;
     row.weight_bits = fc->options.weight_bits();
     row.act_bits = fc->options.input_bits();
@@ -51,7 +54,10 @@ bool describe_layer(const torch::nn::Module& m, LayerCost& row) {
   row.weight_shape = weight.sizes().vec();
   row.params = weight.numel() + bias_numel;
   row.storage_bits = layer_storage_bits(weight.numel(), row.weight_bits, bias_numel);
-  row.zero_fraction = nn::zero_fraction(weight, row.weight_bits);
+  // Of the weight forward() uses, so WRPN and fixed-point layers are counted alike.
+  row.zero_fraction = effective.numel() == 0 ? 0.0
+                                             : effective.eq(0).sum().item<double>() /
+                                                   static_cast<double>(effective.numel());
   return true;
 }
 

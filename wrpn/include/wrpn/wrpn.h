@@ -1,6 +1,7 @@
 #pragma once
 /// Umbrella header: everything a LibTorch project needs from wrpn.
 
+#include <wrpn/analysis.h>
 #include <wrpn/data.h>
 #include <wrpn/models/checkpoint.h>
 #include <wrpn/models/classifier.h>
