@@ -243,6 +243,14 @@ def test_fixed_point(device):
             lo = ref_fixed(x.cpu(), total, frac, torch.zeros(x.shape))
             hi = ref_fixed(x.cpu(), total, frac, torch.full(x.shape, 0.999999940395))
             assert bool(((a.cpu() == lo) | (a.cpu() == hi)).all())
+    # PyTorch's fake_quantize with scale 2^-f and symmetric integer bounds is the same quantizer,
+    # apart from -0 (it gives +0) and NaN (it gives -M).
+    x = torch.randn(100003, device=device) * 4
+    for total, frac in ((4, 2), (8, 4), (16, 14)):
+        q = ops.quantize_fixed_point(x, total, frac)
+        qmax = 2 ** (total - 1) - 1
+        r = torch.fake_quantize_per_tensor_affine(x, 2.0 ** -frac, 0, -qmax, qmax)
+        assert torch.equal(q, r), (total, frac)
     w = torch.tensor([-3.0, -1.0, 0.3, 1.9, 5.0], device=device, requires_grad=True)
     ops.quantize_fixed_point(w, 4, 2).sum().backward()  # M = 1.75
     assert w.grad.tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
