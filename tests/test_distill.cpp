@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "app/train.h"
+#include "train_test_helpers.h"
 
 using nlohmann::json;
 using wrpn::app::TrainOptions;
@@ -91,38 +92,15 @@ DistillLossOptions loss_options(double a, double b, double g, double t, bool kl 
 
 // ---- Training helpers ------------------------------------------------------------------------
 
-std::string digits_root() {
-  const char* src = std::getenv("WRPN_SOURCE_DIR");
-  const std::string root = std::string(src ? src : ".") + "/data/digits";
-  INFO("the digits data is fetched by scripts/setup.sh (scripts/fetch_data.sh)");
-  REQUIRE(wrpn::train::path_exists(root + "/digits.csv.gz"));
-  return root;
-}
+using wrpn_test::digits_root;
+using wrpn_test::read_jsonl;
 
-std::string temp_dir(const std::string& tag) {
-  std::string t = "/tmp/wrpn_distill_test_" + tag + "_XXXXXX";
-  REQUIRE(::mkdtemp(t.data()) != nullptr);
-  return t;
-}
+std::string temp_dir(const std::string& tag) { return wrpn_test::temp_dir("distill_test_" + tag); }
 
 /// A few seconds of training: a 4-bit ResNet-20 at half width on 128 digits.
 TrainOptions small_run(const std::string& dir) {
-  TrainOptions o;
-  o.model = "resnet20";
-  o.precision = wrpn::PrecisionConfig::make(4, 4, 0.5);
-  o.data_root = digits_root();
-  o.limit_train = 128;
-  o.limit_test = 64;
-  o.batch_size = 32;
+  TrainOptions o = wrpn_test::small_run(dir, {0.5, 128, 64, 2, 11});
   o.eval_batch_size = 64;
-  o.epochs = 2;
-  o.schedule.warmup_epochs = 0;
-  o.schedule.base_lr = 0.05;
-  o.threads = 1;
-  o.device = "cpu";
-  o.run_dir = dir;
-  o.quiet = true;
-  o.seed = 11;
   return o;
 }
 
@@ -152,14 +130,6 @@ wrpn::models::Classifier save_fp32_model(const std::string& path, double width,
   }
   wrpn::models::save_checkpoint(path, *m);
   return m;
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> rows;
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(json::parse(line));
-  return rows;
 }
 
 /// Every parameter and buffer of `a` and `b` bit-identical.

@@ -16,52 +16,18 @@
 #include <unistd.h>
 
 #include "app/train.h"
+#include "train_test_helpers.h"
 
 using nlohmann::json;
 using wrpn::app::TrainOptions;
 
 namespace {
 
-std::string digits_root() {
-  const char* src = std::getenv("WRPN_SOURCE_DIR");
-  const std::string root = std::string(src ? src : ".") + "/data/digits";
-  INFO("the digits data is fetched by scripts/setup.sh (scripts/fetch_data.sh)");
-  REQUIRE(wrpn::train::path_exists(root + "/digits.csv.gz"));
-  return root;
-}
+using wrpn_test::digits_root;
+using wrpn_test::read_jsonl;
+using wrpn_test::small_run;
 
-std::string temp_dir(const std::string& tag) {
-  std::string t = "/tmp/wrpn_train_test_" + tag + "_XXXXXX";
-  REQUIRE(::mkdtemp(t.data()) != nullptr);
-  return t;
-}
-
-TrainOptions small_run(const std::string& dir) {
-  TrainOptions o;
-  o.model = "resnet20";
-  o.precision = wrpn::PrecisionConfig::make(4, 4, 1.0);
-  o.data_root = digits_root();
-  o.limit_train = 192;
-  o.limit_test = 96;
-  o.batch_size = 32;
-  o.epochs = 3;
-  o.schedule.warmup_epochs = 0;
-  o.schedule.base_lr = 0.05;
-  o.threads = 1;
-  o.device = "cpu";
-  o.run_dir = dir;
-  o.quiet = true;
-  o.seed = 7;
-  return o;
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> rows;
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(json::parse(line));
-  return rows;
-}
+std::string temp_dir(const std::string& tag) { return wrpn_test::temp_dir("train_test_" + tag); }
 
 }  // namespace
 

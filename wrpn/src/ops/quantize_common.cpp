@@ -10,6 +10,18 @@
 
 namespace wrpn::ops {
 
+namespace {
+/// The value tensor for x and, when with_mask, its packed mask (with a pointer to its bytes).
+std::tuple<at::Tensor, at::Tensor, uint8_t*> allocate_outputs(const at::Tensor& x,
+                                                             bool with_mask) {
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  if (!with_mask) return {out, at::Tensor(), nullptr};
+  at::Tensor mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
+  uint8_t* ptr = mask.mutable_data_ptr<uint8_t>();
+  return {out, mask, ptr};
+}
+}  // namespace
+
 const char* op_name(QuantKind kind) {
   return kind == QuantKind::Weight ? "wrpn::quantize_weight" : "wrpn::quantize_activation";
 }
@@ -59,13 +71,7 @@ std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tenso
                                                  const Backend& backend) {
   check_quant_args(kind, input, bits);
   const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor mask;
-  uint8_t* mask_ptr = nullptr;
-  if (with_mask) {
-    mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
-    mask_ptr = mask.mutable_data_ptr<uint8_t>();
-  }
+  auto [out, mask, mask_ptr] = allocate_outputs(x, with_mask);
   if (x.numel() == 0) return {out, mask};
   if (kind == QuantKind::Weight && bits == 1) {
     // a = mean(|w|), accumulated in float64 in one reduction pass: the same value on every
@@ -136,13 +142,7 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,
                                                        bool with_mask, const Backend& backend) {
   check_fixed_point_args(input, total_bits, frac_bits, generator);
   const at::Tensor x = input.contiguous();
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor mask;
-  uint8_t* mask_ptr = nullptr;
-  if (with_mask) {
-    mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
-    mask_ptr = mask.mutable_data_ptr<uint8_t>();
-  }
+  auto [out, mask, mask_ptr] = allocate_outputs(x, with_mask);
   const auto p = kernels::fixed_point_params(total_bits, frac_bits);
   if (stochastic) {
     // Draw even for an empty tensor, so the generator's stream does not depend on sizes.
