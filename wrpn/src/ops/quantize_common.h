@@ -4,6 +4,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <optional>
 
@@ -54,5 +55,37 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& x, int6
 
 at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
                                const Backend& backend);
+
+/// Registers the device kernels of every wrpn:: op for one backend (its TORCH_LIBRARY_IMPL
+/// block calls this): the same argument handling for every device, only the launchers differ.
+template <const Backend& B>
+void register_backend_kernels(torch::Library& m) {
+  using at::Tensor;
+  using OptGenerator = std::optional<at::Generator>;
+  m.impl("quantize_weight", [](const Tensor& w, int64_t bits) {
+    return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, B));
+  });
+  m.impl("quantize_activation", [](const Tensor& x, int64_t bits) {
+    return std::get<0>(quant_forward(QuantKind::Activation, x, bits, false, B));
+  });
+  m.impl("_quantize_weight_forward", [](const Tensor& w, int64_t bits) {
+    return quant_forward(QuantKind::Weight, w, bits, true, B);
+  });
+  m.impl("_quantize_activation_forward", [](const Tensor& x, int64_t bits) {
+    return quant_forward(QuantKind::Activation, x, bits, true, B);
+  });
+  m.impl("_masked_grad",
+         [](const Tensor& grad, const Tensor& mask) { return masked_grad_forward(grad, mask, B); });
+  m.impl("quantize_fixed_point", [](const Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                    bool stochastic, OptGenerator gen) {
+    return std::get<0>(
+        fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, B));
+  });
+  m.impl("_quantize_fixed_point_forward", [](const Tensor& x, int64_t total_bits,
+                                             int64_t frac_bits, bool stochastic,
+                                             OptGenerator gen) {
+    return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, B);
+  });
+}
 
 }  // namespace wrpn::ops

@@ -37,31 +37,6 @@ constexpr Backend kCpu{&cpu_fake_quant, &cpu_binary_quant, &cpu_stochastic_quant
 
 using OptGenerator = std::optional<at::Generator>;
 
-Tensor quantize_weight_cpu(const Tensor& w, int64_t bits) {
-  return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, kCpu));
-}
-Tensor quantize_activation_cpu(const Tensor& x, int64_t bits) {
-  return std::get<0>(quant_forward(QuantKind::Activation, x, bits, false, kCpu));
-}
-std::tuple<Tensor, Tensor> quantize_weight_forward_cpu(const Tensor& w, int64_t bits) {
-  return quant_forward(QuantKind::Weight, w, bits, true, kCpu);
-}
-std::tuple<Tensor, Tensor> quantize_activation_forward_cpu(const Tensor& x, int64_t bits) {
-  return quant_forward(QuantKind::Activation, x, bits, true, kCpu);
-}
-Tensor masked_grad_cpu(const Tensor& grad, const Tensor& mask) {
-  return masked_grad_forward(grad, mask, kCpu);
-}
-Tensor quantize_fixed_point_cpu(const Tensor& x, int64_t total_bits, int64_t frac_bits,
-                                bool stochastic, OptGenerator gen) {
-  return std::get<0>(fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, kCpu));
-}
-std::tuple<Tensor, Tensor> quantize_fixed_point_forward_cpu(const Tensor& x, int64_t total_bits,
-                                                            int64_t frac_bits, bool stochastic,
-                                                            OptGenerator gen) {
-  return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, kCpu);
-}
-
 // ---- Meta ----
 
 Tensor quantize_weight_meta(const Tensor& w, int64_t bits) {
@@ -198,15 +173,7 @@ TORCH_LIBRARY(wrpn, m) {
       "bool stochastic=False, Generator? generator=None) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(wrpn, CPU, m) {
-  m.impl("quantize_weight", &ops::quantize_weight_cpu);
-  m.impl("quantize_activation", &ops::quantize_activation_cpu);
-  m.impl("_quantize_weight_forward", &ops::quantize_weight_forward_cpu);
-  m.impl("_quantize_activation_forward", &ops::quantize_activation_forward_cpu);
-  m.impl("_masked_grad", &ops::masked_grad_cpu);
-  m.impl("quantize_fixed_point", &ops::quantize_fixed_point_cpu);
-  m.impl("_quantize_fixed_point_forward", &ops::quantize_fixed_point_forward_cpu);
-}
+TORCH_LIBRARY_IMPL(wrpn, CPU, m) { ops::register_backend_kernels<ops::kCpu>(m); }
 
 TORCH_LIBRARY_IMPL(wrpn, Meta, m) {
   m.impl("quantize_weight", &ops::quantize_weight_meta);
