@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 #include <wrpn/models/checkpoint.h>
+#include <wrpn/nn/init.h>
+#include <wrpn/nn/quant_conv.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/train/distill.h>
 #include <wrpn/train/utils.h>
@@ -514,8 +516,10 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
   o.schedule.kind = "constant";
   o.momentum = 0;
   o.weight_decay = 0;
+  o.student_init_rescale = false;  // the weights exactly as saved (the rescale is tested below)
   const json summary = wrpn::app::train(o);
   CHECK(summary["distill"]["student_init"] == fp32);
+  CHECK(summary["distill"]["student_init_rescale"].empty());
 
   const auto student = wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   CHECK(student->spec().precision.weight_bits == 4);
@@ -560,4 +564,45 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
     INFO(kv.key());
     CHECK((wst->named_parameters()[kv.key()] - kv.value()).abs().max().item<double>() < 1e-6);
   }
+}
+
+TEST_CASE("distillation scheme C fits the fp32 weights to a 2-bit quantizer", "[train]") {
+  const std::string dir = temp_dir("C_rescale");
+  const std::string fp32 = dir + "/fp32_half.ckpt";
+  const auto source = save_fp32_model(fp32, 0.5);
+  TrainOptions o = small_run(dir + "/run");
+  o.precision = wrpn::PrecisionConfig::make(2, 4, 0.5);
+  o.distill_scheme = "C";
+  o.teacher = fp32;
+  o.epochs = 1;
+  o.schedule.base_lr = 1e-9;
+  o.schedule.kind = "constant";
+  o.momentum = 0;
+  o.weight_decay = 0;
+  const json summary = wrpn::app::train(o);
+  const json& factors = summary["distill"]["student_init_rescale"];
+  const auto student = wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
+  const auto sp = student->named_parameters();
+  int rescaled = 0;
+  for (const auto& item : student->named_modules("", false)) {
+    auto* conv = item.value()->as<wrpn::nn::QuantConv2dImpl>();
+    if (conv == nullptr) continue;
+    const at::Tensor w0 = source->named_parameters()[item.key() + ".weight"];
+    INFO(item.key());
+    if (conv->options.weight_bits() == 32) {  // the fp32 first conv keeps its weights
+      CHECK_FALSE(factors.contains(item.key()));
+      CHECK((conv->weight - w0).abs().max().item<double>() < 1e-6);
+      continue;
+    }
+    // 2-bit weights: step 1, so w * (1 / std(w)) clamped to [-1, 1].
+    REQUIRE(factors.contains(item.key()));
+    const double f = factors[item.key()].get<double>();
+    CHECK(f == Approx(1.0 / w0.std().item<double>()).epsilon(1e-5));
+    CHECK((conv->weight - (w0 * f).clamp(-1, 1)).abs().max().item<double>() < 1e-5);
+    CHECK(wrpn::nn::zero_fraction(conv->weight, 2) < 0.6);   // fp32 draw: nearly all zero
+    CHECK(wrpn::nn::zero_fraction(w0, 2) > 0.95);
+    ++rescaled;
+  }
+  CHECK(rescaled == static_cast<int>(factors.size()));
+  CHECK(rescaled > 10);
 }

@@ -171,6 +171,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   app.add_option("--student-init", o.student_init,
                  "scheme C: checkpoint the student starts from (default: the teacher's)");
+  app.add_flag("!--no-student-rescale", o.student_init_rescale,
+               "scheme C: keep the loaded fp32 weights as they are (default: scale each conv's "
+               "weights up to its quantizer's step where they are narrower, so low-bit weights "
+               "do not all start at zero)");
   app.add_option("--distill-alpha", o.distill.alpha, "weight of the teacher's CE(y, p_T)")
       ->capture_default_str();
   app.add_option("--distill-beta", o.distill.beta, "weight of the student's CE(y, p_S)")

@@ -343,6 +343,7 @@ json TrainOptions::to_json() const {
           {"teacher_weight_bits", teacher_weight_bits},
           {"teacher_act_bits", teacher_act_bits},
           {"student_init", student_init},
+          {"student_init_rescale", student_init_rescale},
           {"distill_alpha", distill.alpha},
           {"distill_beta", distill.beta},
           {"distill_gamma", distill.gamma},
@@ -388,6 +389,7 @@ void TrainOptions::update_from_json(const json& j) {
       else if (key == "teacher_weight_bits") teacher_weight_bits = v.get<int64_t>();
       else if (key == "teacher_act_bits") teacher_act_bits = v.get<int64_t>();
       else if (key == "student_init") student_init = v.get<std::string>();
+      else if (key == "student_init_rescale") student_init_rescale = v.get<bool>();
       else if (key == "distill_alpha") distill.alpha = v.get<double>();
       else if (key == "distill_beta") distill.beta = v.get<double>();
       else if (key == "distill_gamma") distill.gamma = v.get<double>();
@@ -464,6 +466,7 @@ json train(const TrainOptions& o) {
     }
   }
   std::string student_init_path;
+  nlohmann::json student_rescale = nlohmann::json::object();
   if (scheme == "C") {
     // Also when resuming (last.ckpt then replaces these weights), so that the run reports the
     // same starting point either way.
@@ -476,6 +479,10 @@ json train(const TrainOptions& o) {
                         ", which does not fit it (a teacher of another depth or width needs "
                         "--student-init with an fp32 checkpoint of the student's architecture): ",
                         e.what_without_backtrace());
+    }
+    if (o.student_init_rescale) {
+      const auto factors = nn::fit_weights_to_quantizer_(*model);
+      for (const auto& [name, f] : factors) student_rescale[name] = f;
     }
   }
   const double init_zero_fraction = mean_zero_fraction(*model);
@@ -592,7 +599,10 @@ json train(const TrainOptions& o) {
               {"teacher_test_top5", tev.top5},
               {"teacher_test_loss", tev.loss},
               {"start", distill_start}};
-    if (scheme == "C") d["student_init"] = student_init_path;
+    if (scheme == "C") {
+      d["student_init"] = student_init_path;
+      d["student_init_rescale"] = student_rescale;  // factor by conv; empty: none rescaled
+    }
     return d;
   };
 

@@ -53,6 +53,9 @@ struct TrainOptions {
   int64_t teacher_act_bits = 32;
   /// Scheme C: the checkpoint the student's weights start from (empty: the teacher checkpoint).
   std::string student_init;
+  /// Scheme C: fit the loaded fp32 weights to the student's weight quantizer
+  /// (nn::fit_weights_to_quantizer_) before training.
+  bool student_init_rescale = true;
   /// Loss weights and temperature.
   train::DistillLossOptions distill;
   // Machine.

@@ -91,6 +91,24 @@ void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_con
   TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
 }
 
+std::map<std::string, double> fit_weights_to_quantizer_(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, double> factors;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    auto* conv = item.value()->as<QuantConv2dImpl>();
+    if (conv == nullptr || conv->options.fixed_point().enabled()) continue;
+    const int64_t bits = conv->options.weight_bits();
+    if (bits < 2 || bits == kFullPrecisionBits || conv->weight.numel() < 2) continue;
+    const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+    const double std = conv->weight.std().item<double>();
+    if (!(std > 0.0) || std >= step) continue;
+    const double factor = step / std;
+    conv->weight.mul_(factor).clamp_(-1.0, 1.0);
+    factors[item.key()] = factor;
+  }
+  return factors;
+}
+
 double zero_fraction(const at::Tensor& weight, int64_t bits) {
   check_bits(bits, "weight bits");
   if (weight.numel() == 0) return 0.0;

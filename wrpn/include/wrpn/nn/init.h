@@ -19,8 +19,10 @@
 /// 2-bit weights He leaves every block conv at zero for good.
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace wrpn {
@@ -47,6 +49,16 @@ WeightInit weight_init_from_string(const std::string& name);
 /// Fills `weight` in place (no autograd) for a layer quantized at `bits` (32: fp32).
 /// `is_conv` picks the fp32 draw kQuantAware starts from.
 void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_conv);
+
+/// Fits trained fp32 weights to the WRPN weight quantizer of each QuantConv2d in `model`
+/// (2..16-bit WRPN weights; fixed-point and fp32 convs are left alone): where std(w) is below the
+/// quantizer's step 1/(2^(bits-1) - 1), multiplies w by step / std(w) and clamps it to [-1, 1],
+/// the spread kQuantAware draws. Without it an fp32 ResNet's weights (std ~0.1) fall almost
+/// entirely into the 2-bit zero band |w| < 1/2 and a quantized fine-tune starts from zeros.
+/// Valid because a BatchNorm follows every conv of the zoo: in training, batch statistics make
+/// the output independent of a conv's weight scale (running statistics adapt as training runs).
+/// Returns the factor applied, by module name (layers left alone are not listed).
+std::map<std::string, double> fit_weights_to_quantizer_(torch::nn::Module& model);
 
 /// Fraction of `weight`'s elements the `bits`-bit weight quantizer maps to zero (for 32 bits,
 /// the fraction of exact zeros). 0 for an empty tensor.
