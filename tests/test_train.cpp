@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 #include <wrpn/models/checkpoint.h>
+#include <wrpn/nn/quant_conv.h>
 #include <wrpn/train/utils.h>
 
 // After LibTorch: Catch2's CHECK must replace c10's glog-style CHECK.
@@ -194,4 +195,48 @@ TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") 
   c.precision = wrpn::PrecisionConfig::make(2, 2, 1.0);
   c.resume = true;
   CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("different model"));
+}
+
+TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train]") {
+  const std::string dir = temp_dir("lr_mult");
+  auto one_step = [&](const std::string& name, double lr, double mult) {
+    TrainOptions o = small_run(dir + "/" + name);
+    o.limit_train = 32;  // one batch: one SGD step
+    o.batch_size = 32;
+    o.epochs = 1;
+    o.schedule.kind = "constant";
+    o.schedule.base_lr = lr;
+    o.momentum = 0;
+    o.weight_decay = 0;
+    o.augment = false;
+    o.quantized_lr_mult = mult;
+    wrpn::app::train(o);
+    return wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
+  };
+  const auto start = one_step("start", 1e-30, 1.0);  // below every weight's ulp: the init
+  const auto m1 = one_step("m1", 0.05, 1.0);
+  const auto m3 = one_step("m3", 0.05, 3.0);
+  const auto p0 = start->named_parameters(), p1 = m1->named_parameters(), p3 = m3->named_parameters();
+  int quantized = 0, other = 0;
+  for (const auto& item : start->named_modules("", false)) {
+    const auto* conv = item.value()->as<wrpn::nn::QuantConv2dImpl>();
+    if (conv == nullptr) continue;
+    const std::string w = item.key() + ".weight";
+    const auto d1 = p1[w] - p0[w], d3 = p3[w] - p0[w];
+    INFO(w);
+    REQUIRE(d1.abs().max().item<double>() > 0);
+    const double expect = conv->options.weight_bits() == 32 ? 1.0 : 3.0;
+    // Tolerance: the deltas are differences of floats near |w|, so an ulp of w (~1e-7).
+    CHECK(torch::allclose(d3, d1 * expect, 1e-2, 3e-7));
+    ++(expect == 3.0 ? quantized : other);
+  }
+  CHECK(quantized > 10);
+  CHECK(other == 1);  // the fp32 first conv
+  for (const std::string bn : {"bn1.weight", "layer1.0.bn1.bias"}) {
+    INFO(bn);
+    CHECK(torch::allclose(p3[bn] - p0[bn], p1[bn] - p0[bn], 1e-2, 3e-7));
+  }
+  TrainOptions bad;
+  bad.quantized_lr_mult = 0;
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("--quantized-lr-mult"));
 }

@@ -154,6 +154,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
   app.add_flag("--nesterov", o.nesterov, "Nesterov momentum");
   app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str();
+  app.add_option("--quantized-lr-mult", o.quantized_lr_mult,
+                 "lr multiplier for WRPN-quantized conv/FC weights (their effective step is "
+                 "about lr/|w|^2 behind BatchNorm)")
+      ->capture_default_str();
   app.add_option("--label-smoothing", o.label_smoothing, "label smoothing in [0, 1)")
       ->capture_default_str();
   app.add_option("--distill-scheme", o.distill_scheme,

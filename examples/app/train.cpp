@@ -7,6 +7,9 @@
 #include <wrpn/models/cost.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/ops.h>
+#include <wrpn/nn/quant_conv.h>
+#include <wrpn/nn/quant_linear.h>
 #include <wrpn/train/distill.h>
 #include <wrpn/version.h>
 
@@ -15,6 +18,7 @@
 #include <cmath>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -249,6 +253,8 @@ void TrainOptions::validate() const {
   (void)models::model_info(model);
   schedule.validate();
   TORCH_CHECK_VALUE(epochs >= 1, "--epochs must be >= 1, got ", epochs);
+  TORCH_CHECK_VALUE(std::isfinite(quantized_lr_mult) && quantized_lr_mult > 0,
+                    "--quantized-lr-mult must be a positive number, got ", quantized_lr_mult);
   TORCH_CHECK_VALUE(batch_size >= 2, "--batch-size must be >= 2 (BatchNorm), got ", batch_size);
   TORCH_CHECK_VALUE(eval_batch_size >= 1, "--eval-batch-size must be >= 1, got ", eval_batch_size);
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
@@ -344,6 +350,7 @@ json TrainOptions::to_json() const {
           {"teacher_act_bits", teacher_act_bits},
           {"student_init", student_init},
           {"student_init_rescale", student_init_rescale},
+          {"quantized_lr_mult", quantized_lr_mult},
           {"distill_alpha", distill.alpha},
           {"distill_beta", distill.beta},
           {"distill_gamma", distill.gamma},
@@ -390,6 +397,7 @@ void TrainOptions::update_from_json(const json& j) {
       else if (key == "teacher_act_bits") teacher_act_bits = v.get<int64_t>();
       else if (key == "student_init") student_init = v.get<std::string>();
       else if (key == "student_init_rescale") student_init_rescale = v.get<bool>();
+      else if (key == "quantized_lr_mult") quantized_lr_mult = v.get<double>();
       else if (key == "distill_alpha") distill.alpha = v.get<double>();
       else if (key == "distill_beta") distill.beta = v.get<double>();
       else if (key == "distill_gamma") distill.gamma = v.get<double>();
@@ -491,14 +499,35 @@ json train(const TrainOptions& o) {
   for (const auto& p : model->parameters()) n_params += p.numel();
 
   // One optimizer; in scheme A it updates the teacher's parameters too.
-  std::vector<torch::Tensor> trained = model->parameters();
+  // Group 0: everything else; group 1: the student's WRPN-quantized conv/FC weights, whose lr
+  // is scaled by quantized_lr_mult.
+  std::vector<torch::Tensor> trained, quantized;
+  {
+    std::set<const c10::TensorImpl*> quant_ids;
+    for (const auto& item : model->named_modules("", false)) {
+      auto quant_weight = [&](const torch::Tensor& w, int64_t bits, bool fixed) {
+        if (bits >= 2 && bits <= wrpn::kMaxBits && !fixed) quant_ids.insert(w.unsafeGetTensorImpl());
+      };
+      if (auto* c = item.value()->as<nn::QuantConv2dImpl>()) {
+        quant_weight(c->weight, c->options.weight_bits(), c->options.fixed_point().enabled());
+      } else if (auto* f = item.value()->as<nn::QuantLinearImpl>()) {
+        quant_weight(f->weight, f->options.weight_bits(), f->options.fixed_point().enabled());
+      }
+    }
+    for (const auto& p : model->parameters()) {
+      (quant_ids.count(p.unsafeGetTensorImpl()) ? quantized : trained).push_back(p);
+    }
+  }
   if (joint) {
     for (const auto& p : teacher->parameters()) trained.push_back(p);
   }
-  torch::optim::SGD opt(trained, torch::optim::SGDOptions(o.schedule.base_lr)
-                                     .momentum(o.momentum)
-                                     .nesterov(o.nesterov)
-                                     .weight_decay(o.weight_decay));
+  const auto sgd = torch::optim::SGDOptions(o.schedule.base_lr)
+                       .momentum(o.momentum)
+                       .nesterov(o.nesterov)
+                       .weight_decay(o.weight_decay);
+  torch::optim::SGD opt({torch::optim::OptimizerParamGroup(trained),
+                         torch::optim::OptimizerParamGroup(quantized)},
+                        sgd);
 
   int64_t start_epoch = 0, best_epoch = 0;
   double best_top1 = -1.0, best_top5 = 0.0, wall_before = 0.0;
@@ -632,8 +661,9 @@ json train(const TrainOptions& o) {
       auto batch = get_batch(train_ds, perm.slice(0, lo, hi), epoch, o.workers);
       const auto x = batch.data.to(device), y = batch.target.to(device);
       lr = o.schedule.at(epoch + static_cast<double>(b) / batches, o.epochs);
-      for (auto& g : opt.param_groups()) {
-        static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+      for (size_t gi = 0; gi < opt.param_groups().size(); ++gi) {
+        static_cast<torch::optim::SGDOptions&>(opt.param_groups()[gi].options())
+            .lr(gi == 1 ? lr * o.quantized_lr_mult : lr);
       }
       opt.zero_grad();
       torch::Tensor logits, teacher_logits;
