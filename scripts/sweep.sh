@@ -4,7 +4,9 @@
 # against bit-ops, one line per width (PNG, matplotlib).
 #
 #   scripts/sweep.sh [--precisions fp32,4/4,2/4,2/2] [--widths 1,2,3] [--out runs/sweep]
-#                    [-- extra wrpn_train flags, e.g. --epochs 10 --dataset cifar10]
+#                    [--bin DIR] [-- extra wrpn_train flags, e.g. --epochs 10 --dataset cifar10]
+# --bin DIR: use the wrpn_train in DIR (e.g. an installed bin/) instead of setting up and
+# building ${WRPN_BUILD_DIR:-build}.
 # Finished runs are kept: re-running the sweep skips them and resumes interrupted ones.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,20 +14,25 @@ cd "$ROOT"
 PRECISIONS="fp32,4/4,2/4,2/2"
 WIDTHS="1,2,3"
 OUT="runs/sweep"
+BIN=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --precisions) PRECISIONS="$2"; shift 2 ;;
     --widths) WIDTHS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --bin) BIN="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     *) echo "sweep.sh: unknown argument '$1' (wrpn_train flags go after --)" >&2; exit 2 ;;
   esac
 done
-scripts/setup.sh >/dev/null
+if [[ -z "$BIN" ]]; then
+  scripts/setup.sh >/dev/null
+  BIN="${WRPN_BUILD_DIR:-build}/examples"
+fi
+[[ -x "$BIN/wrpn_train" ]] || { echo "sweep.sh: no wrpn_train in $BIN" >&2; exit 2; }
 PY=.venv/bin/python
 "$PY" -c "import matplotlib" 2>/dev/null || "$PY" -m pip install -q matplotlib
-BIN="${WRPN_BUILD_DIR:-build}/examples"
 mkdir -p "$OUT"
 
 IFS=, read -ra PS <<<"$PRECISIONS"

@@ -199,7 +199,8 @@ TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") 
 
 TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train]") {
   const std::string dir = temp_dir("lr_mult");
-  auto one_step = [&](const std::string& name, double lr, double mult) {
+  auto one_step = [&](const std::string& name, double lr, const std::string& mult,
+                      double wd = 0.0) {
     TrainOptions o = small_run(dir + "/" + name);
     o.limit_train = 32;  // one batch: one SGD step
     o.batch_size = 32;
@@ -210,12 +211,13 @@ TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train
     o.weight_decay = 0;
     o.augment = false;
     o.quantized_lr_mult = mult;
+    o.weight_decay = wd;
     wrpn::app::train(o);
     return wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   };
-  const auto start = one_step("start", 1e-30, 1.0);  // below every weight's ulp: the init
-  const auto m1 = one_step("m1", 0.05, 1.0);
-  const auto m3 = one_step("m3", 0.05, 3.0);
+  const auto start = one_step("start", 1e-30, "1");  // below every weight's ulp: the init
+  const auto m1 = one_step("m1", 0.05, "1");
+  const auto m3 = one_step("m3", 0.05, "3");
   const auto p0 = start->named_parameters(), p1 = m1->named_parameters(), p3 = m3->named_parameters();
   int quantized = 0, other = 0;
   for (const auto& item : start->named_modules("", false)) {
@@ -236,7 +238,66 @@ TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train
     INFO(bn);
     CHECK(torch::allclose(p3[bn] - p0[bn], p1[bn] - p0[bn], 1e-2, 3e-7));
   }
-  TrainOptions bad;
-  bad.quantized_lr_mult = 0;
-  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("--quantized-lr-mult"));
+  for (const std::string bad_mult : {"0", "-1", "x", "2x", "nan"}) {
+    TrainOptions bad;
+    bad.quantized_lr_mult = bad_mult;
+    INFO(bad_mult);
+    CHECK_THROWS_WITH(bad.validate(), Catch::Contains("--quantized-lr-mult must be auto or a positive number"));
+  }
+}
+
+TEST_CASE("quantized_lr_mult auto matches the fp32 draw's dynamics layer by layer", "[train]") {
+  // The analytic multiplier: (std of the draw at these bits / std of the fp32 draw)^2.
+  using wrpn::nn::WeightInit;
+  CHECK(wrpn::nn::matched_lr_multiplier({16, 16, 3, 3}, WeightInit::kHe, 2, true) == 1.0);
+  CHECK(wrpn::nn::matched_lr_multiplier({16, 16, 3, 3}, WeightInit::kQuantAware, 8, true) == 1.0);
+  // 2 bits: N(0, 1) truncated to [-1, 1] has variance 1 - 2 phi(1) / (2 Phi(1) - 1) =
+  // 1 - 2 * 0.2419707 / 0.6826895, std 0.539556; He's std is sqrt(2 / (16 * 9)).
+  const double he = std::sqrt(2.0 / 144.0);
+  CHECK(wrpn::nn::init_std({16, 16, 3, 3}, WeightInit::kQuantAware, 2, true) ==
+        Approx(0.539556).epsilon(1e-4));
+  CHECK(wrpn::nn::matched_lr_multiplier({16, 16, 3, 3}, WeightInit::kQuantAware, 2, true) ==
+        Approx(std::pow(0.539556 / he, 2)).epsilon(1e-3));
+  // The measured spread of a real draw agrees with the analytic one.
+  torch::manual_seed(3);
+  at::Tensor w = torch::empty({64, 64, 3, 3});
+  wrpn::nn::init_weight_(w, WeightInit::kQuantAware, 2, true);
+  CHECK(w.std().item<double>() == Approx(0.539556).epsilon(0.02));
+
+  // In training: one step of a 2-bit model moves each quantized conv m times as far as with
+  // multiplier 1, and records m in summary.json.
+  const std::string dir = temp_dir("lr_auto");
+  auto run = [&](const std::string& name, double lr, const std::string& mult) {
+    TrainOptions o = small_run(dir + "/" + name);
+    o.precision = wrpn::PrecisionConfig::make(2, 4, 1.0);
+    o.limit_train = 32;
+    o.batch_size = 32;
+    o.epochs = 1;
+    o.schedule.kind = "constant";
+    o.schedule.base_lr = lr;
+    o.momentum = 0;
+    o.weight_decay = 0;
+    o.augment = false;
+    o.quantized_lr_mult = mult;
+    const auto summary = wrpn::app::train(o);
+    return std::make_pair(wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt"), summary);
+  };
+  const auto [s0, j0] = run("start", 1e-30, "1");
+  const auto [s1, j1] = run("one", 1e-2, "1");
+  const auto [sa, ja] = run("auto", 1e-2, "auto");
+  const auto p0 = s0->named_parameters(), p1 = s1->named_parameters(), pa = sa->named_parameters();
+  int checked = 0;
+  for (const auto& item : s0->named_modules("", false)) {
+    const auto* conv = item.value()->as<wrpn::nn::QuantConv2dImpl>();
+    if (conv == nullptr || conv->options.weight_bits() != 2) continue;
+    const std::string w = item.key() + ".weight";
+    const double m = wrpn::nn::matched_lr_multiplier(p0[w].sizes(), conv->options.init(), 2, true);
+    INFO(w << " m = " << m);
+    CHECK(m > 10);
+    CHECK(ja["quantized_lr_mult"][item.key()].get<double>() == Approx(m));
+    // Deltas are differences of floats near |w| <= 1: an ulp of w (1.2e-7) per delta, times m.
+    CHECK(torch::allclose(pa[w] - p0[w], (p1[w] - p0[w]) * m, 2e-2, m * 2.5e-7));
+    ++checked;
+  }
+  CHECK(checked > 10);
 }

@@ -155,8 +155,9 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_flag("--nesterov", o.nesterov, "Nesterov momentum");
   app.add_option("--weight-decay", o.weight_decay, "L2 weight decay")->capture_default_str();
   app.add_option("--quantized-lr-mult", o.quantized_lr_mult,
-                 "lr multiplier for WRPN-quantized conv/FC weights (their effective step is "
-                 "about lr/|w|^2 behind BatchNorm)")
+                 "lr multiplier for WRPN-quantized conv/FC weights (weight decay divided by "
+                 "it): auto (per layer, the fp32 twin's SGD dynamics: their effective step is "
+                 "about lr/|w|^2 behind BatchNorm) or a number")
       ->capture_default_str();
   app.add_option("--label-smoothing", o.label_smoothing, "label smoothing in [0, 1)")
       ->capture_default_str();

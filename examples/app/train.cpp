@@ -253,8 +253,18 @@ void TrainOptions::validate() const {
   (void)models::model_info(model);
   schedule.validate();
   TORCH_CHECK_VALUE(epochs >= 1, "--epochs must be >= 1, got ", epochs);
-  TORCH_CHECK_VALUE(std::isfinite(quantized_lr_mult) && quantized_lr_mult > 0,
-                    "--quantized-lr-mult must be a positive number, got ", quantized_lr_mult);
+  if (quantized_lr_mult != "auto") {
+    double m = 0.0;
+    size_t used = 0;
+    try {
+      m = std::stod(quantized_lr_mult, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    TORCH_CHECK_VALUE(used == quantized_lr_mult.size() && std::isfinite(m) && m > 0,
+                      "--quantized-lr-mult must be auto or a positive number, got '",
+                      quantized_lr_mult, "'");
+  }
   TORCH_CHECK_VALUE(batch_size >= 2, "--batch-size must be >= 2 (BatchNorm), got ", batch_size);
   TORCH_CHECK_VALUE(eval_batch_size >= 1, "--eval-batch-size must be >= 1, got ", eval_batch_size);
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
@@ -397,7 +407,7 @@ void TrainOptions::update_from_json(const json& j) {
       else if (key == "teacher_act_bits") teacher_act_bits = v.get<int64_t>();
       else if (key == "student_init") student_init = v.get<std::string>();
       else if (key == "student_init_rescale") student_init_rescale = v.get<bool>();
-      else if (key == "quantized_lr_mult") quantized_lr_mult = v.get<double>();
+      else if (key == "quantized_lr_mult") quantized_lr_mult = v.is_number() ? std::to_string(v.get<double>()) : v.get<std::string>();
       else if (key == "distill_alpha") distill.alpha = v.get<double>();
       else if (key == "distill_beta") distill.beta = v.get<double>();
       else if (key == "distill_gamma") distill.gamma = v.get<double>();
@@ -499,35 +509,50 @@ json train(const TrainOptions& o) {
   for (const auto& p : model->parameters()) n_params += p.numel();
 
   // One optimizer; in scheme A it updates the teacher's parameters too.
-  // Group 0: everything else; group 1: the student's WRPN-quantized conv/FC weights, whose lr
-  // is scaled by quantized_lr_mult.
-  std::vector<torch::Tensor> trained, quantized;
-  {
-    std::set<const c10::TensorImpl*> quant_ids;
-    for (const auto& item : model->named_modules("", false)) {
-      auto quant_weight = [&](const torch::Tensor& w, int64_t bits, bool fixed) {
-        if (bits >= 2 && bits <= wrpn::kMaxBits && !fixed) quant_ids.insert(w.unsafeGetTensorImpl());
-      };
-      if (auto* c = item.value()->as<nn::QuantConv2dImpl>()) {
-        quant_weight(c->weight, c->options.weight_bits(), c->options.fixed_point().enabled());
-      } else if (auto* f = item.value()->as<nn::QuantLinearImpl>()) {
-        quant_weight(f->weight, f->options.weight_bits(), f->options.fixed_point().enabled());
-      }
-    }
-    for (const auto& p : model->parameters()) {
-      (quant_ids.count(p.unsafeGetTensorImpl()) ? quantized : trained).push_back(p);
-    }
-  }
-  if (joint) {
-    for (const auto& p : teacher->parameters()) trained.push_back(p);
-  }
+  // Group 0: everything else (the teacher's parameters too). Then one group per WRPN-quantized
+  // conv/FC weight of the student, with lr * m and weight decay / m (m: quantized_lr_mult, or
+  // per layer under "auto"): a reparametrisation w = c v with c^2 = m.
   const auto sgd = torch::optim::SGDOptions(o.schedule.base_lr)
                        .momentum(o.momentum)
                        .nesterov(o.nesterov)
                        .weight_decay(o.weight_decay);
-  torch::optim::SGD opt({torch::optim::OptimizerParamGroup(trained),
-                         torch::optim::OptimizerParamGroup(quantized)},
-                        sgd);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  std::vector<double> group_mult{1.0};
+  nlohmann::json lr_mults = nlohmann::json::object();
+  {
+    const double fixed_mult = o.quantized_lr_mult == "auto" ? 0.0 : std::stod(o.quantized_lr_mult);
+    std::set<const c10::TensorImpl*> quantized;
+    auto add = [&](const std::string& name, const torch::Tensor& w, nn::WeightInit init,
+                   int64_t bits, bool fixed, bool is_conv) {
+      if (bits < 2 || bits > wrpn::kMaxBits || fixed) return;
+      double m = fixed_mult;
+      if (m == 0.0) m = scheme == "C" ? 1.0 : nn::matched_lr_multiplier(w.sizes(), init, bits, is_conv);
+      auto opts = std::make_unique<torch::optim::SGDOptions>(sgd);
+      opts->lr(o.schedule.base_lr * m).weight_decay(o.weight_decay / m);
+      groups.emplace_back(std::vector<torch::Tensor>{w}, std::move(opts));
+      group_mult.push_back(m);
+      lr_mults[name] = m;
+      quantized.insert(w.unsafeGetTensorImpl());
+    };
+    for (const auto& item : model->named_modules("", false)) {
+      if (auto* c = item.value()->as<nn::QuantConv2dImpl>()) {
+        add(item.key(), c->weight, c->options.init(), c->options.weight_bits(),
+            c->options.fixed_point().enabled(), true);
+      } else if (auto* f = item.value()->as<nn::QuantLinearImpl>()) {
+        add(item.key(), f->weight, f->options.init(), f->options.weight_bits(),
+            f->options.fixed_point().enabled(), false);
+      }
+    }
+    std::vector<torch::Tensor> others;
+    for (const auto& p : model->parameters()) {
+      if (!quantized.count(p.unsafeGetTensorImpl())) others.push_back(p);
+    }
+    if (joint) {
+      for (const auto& p : teacher->parameters()) others.push_back(p);
+    }
+    groups.insert(groups.begin(), torch::optim::OptimizerParamGroup(others));
+  }
+  torch::optim::SGD opt(groups, sgd);
 
   int64_t start_epoch = 0, best_epoch = 0;
   double best_top1 = -1.0, best_top5 = 0.0, wall_before = 0.0;
@@ -663,7 +688,7 @@ json train(const TrainOptions& o) {
       lr = o.schedule.at(epoch + static_cast<double>(b) / batches, o.epochs);
       for (size_t gi = 0; gi < opt.param_groups().size(); ++gi) {
         static_cast<torch::optim::SGDOptions&>(opt.param_groups()[gi].options())
-            .lr(gi == 1 ? lr * o.quantized_lr_mult : lr);
+            .lr(lr * group_mult[gi]);
       }
       opt.zero_grad();
       torch::Tensor logits, teacher_logits;
@@ -810,6 +835,7 @@ json train(const TrainOptions& o) {
                   {"weight_storage_bytes", report.totals.storage_bits / 8},
                   {"zero_fraction_init", init_zero_fraction},
                   {"zero_fraction_final", report.totals.zero_fraction},
+                  {"quantized_lr_mult", lr_mults},
                   {"device", device.str()},
                   {"library_version", kVersion}};
   if (distilling) summary["distill"] = distill_json();

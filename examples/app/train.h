@@ -40,11 +40,12 @@ struct TrainOptions {
   bool nesterov = false;
   double weight_decay = 5e-4;
   double label_smoothing = 0.0;
-  /// Learning-rate multiplier for the weights of WRPN-quantized convs and FCs (2..16 bits).
-  /// A BatchNorm follows each conv, so SGD's effective step on a conv's weight is about
-  /// lr / |w|^2: weights drawn wide enough for a low-bit quantizer (2-bit quant_aware, std
-  /// ~0.5 against He's ~0.1) need a larger lr to move as fast as fp32 weights do.
-  double quantized_lr_mult = 1.0;
+  /// Learning-rate multiplier m for the weights of WRPN-quantized convs and FCs (2..16 bits),
+  /// whose weight decay is divided by m: "auto" (per layer nn::matched_lr_multiplier, the
+  /// SGD dynamics of the fp32 twin: 1 for He-drawn weights, ~20-170 for 2-bit quant_aware
+  /// convs; 1 in distillation scheme C), or a positive number for every such layer. A BatchNorm
+  /// follows each conv, so SGD's effective step on a conv's weight is about lr / |w|^2.
+  std::string quantized_lr_mult = "auto";
   // Distillation (Apprentice, arXiv 1711.05852; docs/distillation.md).
   /// "" (none), "A" (teacher and student trained jointly from scratch), "B" (frozen pretrained
   /// teacher, student from scratch) or "C" (student starts from trained fp32 weights, frozen

@@ -49,12 +49,24 @@ void he_normal_(at::Tensor& w) {
 
 void torch_default_(at::Tensor& w) { torch::nn::init::kaiming_uniform_(w, /*a=*/std::sqrt(5.0)); }
 
-/// The std of the draw `he_normal_` or `torch_default_` makes.
-double fp32_std(const at::Tensor& w, bool he) {
-  auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(w);
+double fp32_std_of_fans(int64_t fan_in, int64_t fan_out, bool he) {
   if (he) return std::sqrt(2.0 / static_cast<double>(fan_out));
   // kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in).
   return 1.0 / std::sqrt(3.0 * static_cast<double>(fan_in));
+}
+
+/// The std of the draw `he_normal_` or `torch_default_` makes.
+double fp32_std(const at::Tensor& w, bool he) {
+  auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(w);
+  return fp32_std_of_fans(fan_in, fan_out, he);
+}
+
+/// The std of N(0, std^2) truncated to [-bound, bound].
+double truncated_normal_std(double std, double bound) {
+  const double a = bound / std;
+  const double pdf = std::exp(-0.5 * a * a) / std::sqrt(2.0 * M_PI);
+  const double mass = std::erf(a / std::sqrt(2.0));  // P(|z| <= a)
+  return std * std::sqrt(1.0 - 2.0 * a * pdf / mass);
 }
 
 /// N(0, std^2) restricted to [-bound, bound], by inverting the normal CDF on the clipped range
@@ -89,6 +101,34 @@ void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_con
     }
   }
   TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
+}
+
+double init_std(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_conv) {
+  check_bits(bits, "weight bits");
+  TORCH_CHECK(sizes.size() >= 2, "init_std: a weight has at least 2 dimensions, got ", sizes);
+  int64_t receptive = 1;
+  for (size_t i = 2; i < sizes.size(); ++i) receptive *= sizes[i];
+  const int64_t fan_in = sizes[1] * receptive, fan_out = sizes[0] * receptive;
+  switch (init) {
+    case WeightInit::kHe:
+      return fp32_std_of_fans(fan_in, fan_out, true);
+    case WeightInit::kTorchDefault:
+      return fp32_std_of_fans(fan_in, fan_out, false);
+    case WeightInit::kQuantAware: {
+      const double fp32 = fp32_std_of_fans(fan_in, fan_out, is_conv);
+      if (bits < 2 || bits == kFullPrecisionBits) return fp32;
+      const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+      return fp32 >= step ? fp32 : truncated_normal_std(step, 1.0);
+    }
+  }
+  TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
+}
+
+double matched_lr_multiplier(at::IntArrayRef sizes, WeightInit init, int64_t bits,
+                             bool is_conv) {
+  const double ratio =
+      init_std(sizes, init, bits, is_conv) / init_std(sizes, init, kFullPrecisionBits, is_conv);
+  return ratio * ratio;
 }
 
 std::map<std::string, double> fit_weights_to_quantizer_(torch::nn::Module& model) {

@@ -50,6 +50,17 @@ WeightInit weight_init_from_string(const std::string& name);
 /// `is_conv` picks the fp32 draw kQuantAware starts from.
 void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_conv);
 
+/// The standard deviation of the values init_weight_ draws for a weight of `sizes` (analytic:
+/// the fp32 draw's std, or for kQuantAware's truncated normal the std after truncation).
+double init_std(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_conv);
+
+/// The learning-rate multiplier that gives a quantized layer the SGD dynamics of its fp32 twin:
+/// (init_std at `bits` / init_std at 32 bits)^2. Behind a BatchNorm, SGD's effective step on a
+/// weight is about lr / |w|^2, so a draw c times wider needs c^2 times the lr (and the weight
+/// decay divided by c^2) to move alike. 1 for He and for quant_aware at 3..16 bits where the fp32
+/// draw is already wide enough; about 20-170 for 2-bit quant_aware ResNet convs.
+double matched_lr_multiplier(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_conv);
+
 /// Fits trained fp32 weights to the WRPN weight quantizer of each QuantConv2d in `model`
 /// (2..16-bit WRPN weights; fixed-point and fp32 convs are left alone): where std(w) is below the
 /// quantizer's step 1/(2^(bits-1) - 1), multiplies w by step / std(w) and clamps it to [-1, 1],
