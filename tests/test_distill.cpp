@@ -501,6 +501,22 @@ TEST_CASE("distillation scheme B keeps a wider pretrained teacher bit-identical"
   CHECK(count_changed(*s, *p) > 0);
 }
 
+namespace {
+/// Scheme C from `teacher` for one epoch at a learning rate too small to move any weight: the run
+/// ends with the weights it started from.
+TrainOptions frozen_scheme_c(const std::string& dir, const std::string& teacher) {
+  TrainOptions o = small_run(dir);
+  o.distill_scheme = "C";
+  o.teacher = teacher;
+  o.epochs = 1;
+  o.schedule.base_lr = 1e-9;
+  o.schedule.kind = "constant";
+  o.momentum = 0;
+  o.weight_decay = 0;
+  return o;
+}
+}  // namespace
+
 TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[train]") {
   const std::string dir = temp_dir("C");
   const std::string fp32 = dir + "/fp32_half.ckpt";
@@ -508,14 +524,7 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
 
   // A learning rate so small that one epoch cannot move the weights visibly: what the run
   // ends with is what it started from.
-  TrainOptions o = small_run(dir + "/run");
-  o.distill_scheme = "C";
-  o.teacher = fp32;
-  o.epochs = 1;
-  o.schedule.base_lr = 1e-9;
-  o.schedule.kind = "constant";
-  o.momentum = 0;
-  o.weight_decay = 0;
+  TrainOptions o = frozen_scheme_c(dir + "/run", fp32);
   o.student_init_rescale = false;  // the weights exactly as saved (the rescale is tested below)
   const json summary = wrpn::app::train(o);
   CHECK(summary["distill"]["student_init"] == fp32);
@@ -570,15 +579,8 @@ TEST_CASE("distillation scheme C fits the fp32 weights to a 2-bit quantizer", "[
   const std::string dir = temp_dir("C_rescale");
   const std::string fp32 = dir + "/fp32_half.ckpt";
   const auto source = save_fp32_model(fp32, 0.5);
-  TrainOptions o = small_run(dir + "/run");
+  TrainOptions o = frozen_scheme_c(dir + "/run", fp32);
   o.precision = wrpn::PrecisionConfig::make(2, 4, 0.5);
-  o.distill_scheme = "C";
-  o.teacher = fp32;
-  o.epochs = 1;
-  o.schedule.base_lr = 1e-9;
-  o.schedule.kind = "constant";
-  o.momentum = 0;
-  o.weight_decay = 0;
   const json summary = wrpn::app::train(o);
   const json& factors = summary["distill"]["student_init_rescale"];
   const auto student = wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");

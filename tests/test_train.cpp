@@ -197,21 +197,27 @@ TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") 
   CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("different model"));
 }
 
+namespace {
+/// One plain SGD step (one batch, constant lr, no momentum or weight decay, no augmentation).
+TrainOptions one_step_options(const std::string& dir, double lr, const std::string& mult) {
+  TrainOptions o = small_run(dir);
+  o.limit_train = 32;
+  o.batch_size = 32;
+  o.epochs = 1;
+  o.schedule.kind = "constant";
+  o.schedule.base_lr = lr;
+  o.momentum = 0;
+  o.weight_decay = 0;
+  o.augment = false;
+  o.quantized_lr_mult = mult;
+  return o;
+}
+}  // namespace
+
 TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train]") {
   const std::string dir = temp_dir("lr_mult");
-  auto one_step = [&](const std::string& name, double lr, const std::string& mult,
-                      double wd = 0.0) {
-    TrainOptions o = small_run(dir + "/" + name);
-    o.limit_train = 32;  // one batch: one SGD step
-    o.batch_size = 32;
-    o.epochs = 1;
-    o.schedule.kind = "constant";
-    o.schedule.base_lr = lr;
-    o.momentum = 0;
-    o.weight_decay = 0;
-    o.augment = false;
-    o.quantized_lr_mult = mult;
-    o.weight_decay = wd;
+  auto one_step = [&](const std::string& name, double lr, const std::string& mult) {
+    const TrainOptions o = one_step_options(dir + "/" + name, lr, mult);
     wrpn::app::train(o);
     return wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   };
@@ -268,17 +274,8 @@ TEST_CASE("quantized_lr_mult auto matches the fp32 draw's dynamics layer by laye
   // multiplier 1, and records m in summary.json.
   const std::string dir = temp_dir("lr_auto");
   auto run = [&](const std::string& name, double lr, const std::string& mult) {
-    TrainOptions o = small_run(dir + "/" + name);
+    TrainOptions o = one_step_options(dir + "/" + name, lr, mult);
     o.precision = wrpn::PrecisionConfig::make(2, 4, 1.0);
-    o.limit_train = 32;
-    o.batch_size = 32;
-    o.epochs = 1;
-    o.schedule.kind = "constant";
-    o.schedule.base_lr = lr;
-    o.momentum = 0;
-    o.weight_decay = 0;
-    o.augment = false;
-    o.quantized_lr_mult = mult;
     const auto summary = wrpn::app::train(o);
     return std::make_pair(wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt"), summary);
   };
