@@ -420,7 +420,8 @@ void fake_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, 
 /// kernels::philox_uniforms for 16 consecutive Philox blocks (64 elements) at once: the same
 /// Philox4x32-10 rounds as at::philox_engine, one block per 32-bit vector lane (one block at a
 /// time through at::philox_engine made the stochastic kernel about 10x slower than a copy). The
-/// tests check the values against at::philox_engine bit for bit on every CPU build.
+/// tests check the values against at::philox_engine bit for bit on every CPU build (AVX-512:
+/// 16 blocks per vector; AVX2: two vectors of 8; the baseline build: plain loops).
 constexpr uint32_t kPhiloxMulA = 0xD2511F53u, kPhiloxMulB = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxKeyA = 0x9E3779B9u, kPhiloxKeyB = 0xBB67AE85u;
 constexpr int kPhiloxRounds = 10;
@@ -473,8 +474,54 @@ inline void philox_uniforms_16(uint64_t seed, int64_t first_block, float* u) {
   _mm512_store_si512(c[3], c3);
   interleave_uniforms(c, u);
 }
+#elif defined(CPU_CAPABILITY_AVX2)
+/// High 32 bits of the 32x32-bit products of every lane with the constant m.
+inline __m256i mulhi_u32(__m256i a, __m256i m) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  return _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+/// Eight Philox blocks, first_block .. first_block + 7, one per lane.
+inline void philox_rounds_8(uint64_t seed, int64_t first_block, uint32_t (&c)[4][kPhiloxLanes],
+                            int offset) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) uint32_t hi[8];
+  for (int l = 0; l < 8; ++l) {
+    hi[l] = static_cast<uint32_t>((static_cast<uint64_t>(first_block) + l) >> 32);
+  }
+  __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+  __m256i c2 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first_block)), lane);
+  __m256i c3 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+  const __m256i ma = _mm256_set1_epi32(static_cast<int>(kPhiloxMulA));
+  const __m256i mb = _mm256_set1_epi32(static_cast<int>(kPhiloxMulB));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < kPhiloxRounds; ++r) {
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(mulhi_u32(c2, mb), c1),
+                                        _mm256_set1_epi32(static_cast<int>(k0)));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(mulhi_u32(c0, ma), c3),
+                                        _mm256_set1_epi32(static_cast<int>(k1)));
+    c1 = _mm256_mullo_epi32(c2, mb);
+    c3 = _mm256_mullo_epi32(c0, ma);
+    c0 = n0;
+    c2 = n2;
+    k0 += kPhiloxKeyA;
+    k1 += kPhiloxKeyB;
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[0] + offset), c0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[1] + offset), c1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[2] + offset), c2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[3] + offset), c3);
+}
+
+inline void philox_uniforms_16(uint64_t seed, int64_t first_block, float* u) {
+  uint32_t c[4][kPhiloxLanes];
+  philox_rounds_8(seed, first_block, c, 0);
+  philox_rounds_8(seed, first_block + 8, c, 8);
+  interleave_uniforms(c, u);
+}
 #else
-/// Portable form: structure-of-arrays loops (the AVX2 build vectorises what it can).
+/// Portable form: structure-of-arrays loops.
 inline void philox_uniforms_16(uint64_t seed, int64_t first_block, float* u) {
   uint32_t c[4][kPhiloxLanes];
   for (int l = 0; l < kPhiloxLanes; ++l) {
