@@ -114,6 +114,14 @@ struct VecMath {
 #endif
 };
 
+/// VecMath dividing as a multiply by the reciprocal, r * (1/s) (1/s is loop-invariant). Used
+/// only where that gives the same bits as r / s: a power-of-two scale s = 2^f (the fixed-point
+/// grid; every r the quantizers divide is an integer, +-0 or NaN, whose quotient is a normal
+/// float or zero for f <= 24), and bf16 outputs of the WRPN levels (ReducedMath below).
+struct ReciprocalDivMath : VecMath<Vec> {
+  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
+};
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 inline Vec fmsub(const Vec& a, const Vec& b, const Vec& c) {
 #if defined(CPU_CAPABILITY_AVX512)
@@ -143,21 +151,18 @@ struct LevelDivMath : VecMath<Vec> {
   }
 };
 
-/// LevelDivMath without the correction step, for outputs rounded to bf16: there r * (1/s) gives
-/// the same bits as r / s for every r and s of LevelDivMath's domain (checked exhaustively, as was
-/// every bf16 input through the op), so the FMA step is kept for fp32 and fp16 only.
-struct Bf16LevelMath : VecMath<Vec> {
-  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
-};
 
 /// The policy for a reduced-precision dtype, given the one chosen for fp32.
 template <typename M, typename scalar_t>
 struct ReducedMath {
   using type = M;
 };
+/// For outputs rounded to bf16, r * (1/s) gives the same bits as LevelDivMath's r / s for every
+/// r and s of its domain (checked exhaustively, as was every bf16 input through the op), so the
+/// FMA step is kept for fp32 and fp16 only.
 template <>
 struct ReducedMath<LevelDivMath, at::BFloat16> {
-  using type = Bf16LevelMath;
+  using type = ReciprocalDivMath;
 };
 
 /// Whether LevelDivMath::divide is exact for these parameters (see there).
@@ -170,12 +175,6 @@ bool level_division_exact(const QuantParams& p) {
 }
 #endif
 
-/// VecMath dividing by a power of two s = 2^f (the fixed-point scale) as a multiply by 2^-f:
-/// exact, because every r the quantizers divide is an integer (or +-0, NaN) whose quotient is a
-/// normal float or zero for f <= 24.
-struct Pow2DivMath : VecMath<Vec> {
-  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
-};
 
 bool is_power_of_two_scale(const QuantParams& p) {
   int e = 0;
@@ -409,7 +408,7 @@ void fake_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, 
   }
 #endif
   if (is_power_of_two_scale(p)) {
-    quant_loop<Pow2DivMath>(x, out, mask, FakeQuantOp{p});
+    quant_loop<ReciprocalDivMath>(x, out, mask, FakeQuantOp{p});
     return;
   }
   quant_loop<VecMath<Vec>>(x, out, mask, FakeQuantOp{p});
@@ -586,8 +585,8 @@ void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t b
       int64_t j = 0;
       for (; j + Vec::size() <= count; j += Vec::size()) {
         const Vec v = Vec::loadu(xs + j);
-        op.value<Pow2DivMath>(v, Vec::loadu(u + j)).store(qs + j);
-        bits |= static_cast<uint64_t>(lane_bits(op.pass<Pow2DivMath>(v))) << j;
+        op.value<ReciprocalDivMath>(v, Vec::loadu(u + j)).store(qs + j);
+        bits |= static_cast<uint64_t>(lane_bits(op.pass<ReciprocalDivMath>(v))) << j;
       }
       for (; j < count; ++j) {
         qs[j] = op.value<ScalarMath>(xs[j], u[j]);

@@ -20,6 +20,22 @@ std::tuple<at::Tensor, at::Tensor, uint8_t*> allocate_outputs(const at::Tensor& 
   uint8_t* ptr = mask.mutable_data_ptr<uint8_t>();
   return {out, mask, ptr};
 }
+
+/// Throws unless `x` is a defined float32, float16, bfloat16 or float64 tensor.
+void check_float_input(const char* op, const char* arg, const at::Tensor& x) {
+  TORCH_CHECK(x.defined(), op, ": argument '", arg, "' is an undefined tensor");
+  const auto st = x.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
+                   op, ": argument '", arg,
+                   "' must be a floating-point tensor (float32, float16, bfloat16 or float64), got ",
+                   st);
+}
+
+/// Shape-only value and mask (Meta kernels).
+std::tuple<at::Tensor, at::Tensor> meta_outputs(const at::Tensor& x) {
+  return {at::empty(x.sizes(), x.options()),
+          at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte))};
+}
 }  // namespace
 
 const char* op_name(QuantKind kind) {
@@ -28,13 +44,7 @@ const char* op_name(QuantKind kind) {
 
 void check_quant_args(QuantKind kind, const at::Tensor& x, int64_t bits) {
   const char* name = op_name(kind);
-  const char* arg = kind == QuantKind::Weight ? "w" : "x";
-  TORCH_CHECK(x.defined(), name, ": argument '", arg, "' is an undefined tensor");
-  const auto st = x.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                   name, ": argument '", arg,
-                   "' must be a floating-point tensor (float32, float16, bfloat16 or float64), got ",
-                   st);
+  check_float_input(name, kind == QuantKind::Weight ? "w" : "x", x);
   TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, name, ": argument 'bits' must be in [",
                     kMinBits, ", ", kMaxBits, "], got ", bits,
                     kind == QuantKind::Weight ? " (1 = binary, 2 = ternary; " : " (",
@@ -61,9 +71,7 @@ void check_masked_grad_args(const at::Tensor& grad, const at::Tensor& mask) {
 std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::Tensor& x,
                                                       int64_t bits) {
   check_quant_args(kind, x, bits);
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
-  return {out, mask};
+  return meta_outputs(x);
 }
 
 std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& input,
@@ -103,15 +111,7 @@ uint64_t draw_seed(const std::optional<at::Generator>& generator) {
 }
 }  // namespace
 
-void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
-                            const std::optional<at::Generator>& generator) {
-  TORCH_CHECK(x.defined(), kFixedName, ": argument 'x' is an undefined tensor");
-  const auto st = x.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                   kFixedName,
-                   ": argument 'x' must be a floating-point tensor (float32, float16, bfloat16 or "
-                   "float64), got ",
-                   st);
+void check_fixed_point_bits(int64_t total_bits, int64_t frac_bits) {
   TORCH_CHECK_VALUE(total_bits >= kMinFixedPointBits && total_bits <= kMaxFixedPointBits,
                     kFixedName, ": argument 'total_bits' must be in [", kMinFixedPointBits, ", ",
                     kMaxFixedPointBits, "] (sign bit included; values are computed in float32), got ",
@@ -119,6 +119,12 @@ void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t fra
   TORCH_CHECK_VALUE(frac_bits >= 0 && frac_bits <= total_bits - 1, kFixedName,
                     ": argument 'frac_bits' must be in [0, total_bits - 1] = [0, ", total_bits - 1,
                     "] (at least the sign bit is integer), got ", frac_bits);
+}
+
+void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
+                            const std::optional<at::Generator>& generator) {
+  check_float_input(kFixedName, "x", x);
+  check_fixed_point_bits(total_bits, frac_bits);
   if (generator.has_value() && generator->defined()) {
     TORCH_CHECK_VALUE(generator->device().is_cpu(), kFixedName,
                       ": argument 'generator' must be a CPU generator (it only seeds the "
@@ -131,8 +137,7 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
     const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
     const std::optional<at::Generator>& generator) {
   check_fixed_point_args(x, total_bits, frac_bits, generator);
-  return {at::empty(x.sizes(), x.options()),
-          at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte))};
+  return meta_outputs(x);
 }
 
 std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,

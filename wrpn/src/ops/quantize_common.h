@@ -42,7 +42,9 @@ std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::
 /// q and (when with_mask) the packed mask.
 std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& x, int64_t bits,
                                                  bool with_mask, const Backend& backend);
-/// Fixed point: argument checks, and q plus (when with_mask) the packed mask.
+/// Fixed point: argument checks (the bits alone, or everything), and q plus (when with_mask)
+/// the packed mask.
+void check_fixed_point_bits(int64_t total_bits, int64_t frac_bits);
 void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
                             const std::optional<at::Generator>& generator);
 std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(

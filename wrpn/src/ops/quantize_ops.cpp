@@ -253,11 +253,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_fixed_point_with_mask(
 }
 
 double fixed_point_max(int64_t total_bits, int64_t frac_bits) {
-  TORCH_CHECK_VALUE(total_bits >= kMinFixedPointBits && total_bits <= kMaxFixedPointBits &&
-                        frac_bits >= 0 && frac_bits < total_bits,
-                    "wrpn::fixed_point_max: expected total_bits in [", kMinFixedPointBits, ", ",
-                    kMaxFixedPointBits, "] and frac_bits in [0, total_bits - 1], got total_bits ",
-                    total_bits, ", frac_bits ", frac_bits);
+  ops::check_fixed_point_bits(total_bits, frac_bits);
   return static_cast<double>(kernels::fixed_point_params(total_bits, frac_bits).hi);
 }
 
