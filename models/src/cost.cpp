@@ -10,9 +10,9 @@
 
 #include "models/src/model_spec_json.h"
 #include "wrpn/models/registry.h"
+#include "wrpn/nn/observer.h"
 #include "wrpn/nn/quant_conv.h"
 #include "wrpn/nn/quant_linear.h"
-#include "wrpn/src/nn/trace.h"
 
 namespace wrpn {
 namespace models {
@@ -61,9 +61,15 @@ bool describe_layer(const torch::nn::Module& m, LayerCost& row) {
   return true;
 }
 
+/// One conv/FC forward call of the traced pass: the layer and its output shape.
+struct TracedCall {
+  const torch::nn::Module* module;
+  std::vector<int64_t> output_sizes;
+};
+
 /// MACs of one traced call: every output element takes one MAC per weight element of its
 /// output channel (conv: in/groups * kh * kw; FC: in_features).
-int64_t call_macs(const LayerCost& row, const nn::detail::TracedCall& call) {
+int64_t call_macs(const LayerCost& row, const TracedCall& call) {
   const int64_t batch = call.output_sizes.empty() ? 1 : call.output_sizes[0];
   const int64_t per_output = product(row.weight_shape, 1);
   return product(call.output_sizes) / std::max<int64_t>(batch, 1) * per_output;
@@ -84,12 +90,15 @@ Traced trace_model(ClassifierImpl& model, int64_t height, int64_t width) {
     device = p.device();
     break;
   }
-  std::vector<nn::detail::TracedCall> calls;
+  std::vector<TracedCall> calls;
   {
     torch::NoGradGuard no_grad;
     const bool was_training = model.is_training();
     model.eval();
-    nn::detail::LayerTrace trace;
+    // Convs and FCs report a weight; activation quantizers do not.
+    nn::ForwardObserver trace([&](const nn::LayerCall& c) {
+      if (c.weight.defined()) calls.push_back({c.module, c.output.sizes().vec()});
+    });
     try {
       model.forward(torch::zeros({1, model.spec().in_channels, height, width}, device));
     } catch (...) {
@@ -97,7 +106,6 @@ Traced trace_model(ClassifierImpl& model, int64_t height, int64_t width) {
       throw;
     }
     model.train(was_training);
-    calls = trace.calls();
   }
 
   Traced t;

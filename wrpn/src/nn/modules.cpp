@@ -1,5 +1,5 @@
-// wrpn::nn modules: QuantConv2d, QuantLinear, QuantReLU, their initialisation, and the layer
-// trace the cost report reads.
+// wrpn::nn modules: QuantConv2d, QuantLinear, QuantReLU, their initialisation, and the forward
+// observers the cost report and the analysis read.
 
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
@@ -14,7 +14,6 @@
 #include "wrpn/nn/quant_linear.h"
 #include "wrpn/nn/quant_relu.h"
 #include "wrpn/ops.h"
-#include "wrpn/src/nn/trace.h"
 
 namespace wrpn {
 namespace nn {
@@ -48,6 +47,11 @@ void he_normal_(at::Tensor& w) {
 }
 
 void torch_default_(at::Tensor& w) { torch::nn::init::kaiming_uniform_(w, /*a=*/std::sqrt(5.0)); }
+
+/// One quantization step of k-bit WRPN weights (k = 2..16): 1 / (2^(k-1) - 1).
+double weight_step(int64_t bits) {
+  return 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+}
 
 double fp32_std_of_fans(int64_t fan_in, int64_t fan_out, bool he) {
   if (he) return std::sqrt(2.0 / static_cast<double>(fan_out));
@@ -94,7 +98,7 @@ void init_weight_(at::Tensor& weight, WeightInit init, int64_t bits, bool is_con
     case WeightInit::kQuantAware: {
       is_conv ? he_normal_(weight) : torch_default_(weight);
       if (bits < 2 || bits == kFullPrecisionBits) return;
-      const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+      const double step = weight_step(bits);
       if (fp32_std(weight, is_conv) >= step) return;
       truncated_normal_(weight, step, 1.0);
       return;
@@ -117,7 +121,7 @@ double init_std(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_co
     case WeightInit::kQuantAware: {
       const double fp32 = fp32_std_of_fans(fan_in, fan_out, is_conv);
       if (bits < 2 || bits == kFullPrecisionBits) return fp32;
-      const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+      const double step = weight_step(bits);
       return fp32 >= step ? fp32 : truncated_normal_std(step, 1.0);
     }
   }
@@ -139,7 +143,7 @@ std::map<std::string, double> fit_weights_to_quantizer_(torch::nn::Module& model
     if (conv == nullptr || conv->options.fixed_point().enabled()) continue;
     const int64_t bits = conv->options.weight_bits();
     if (bits < 2 || bits == kFullPrecisionBits || conv->weight.numel() < 2) continue;
-    const double step = 1.0 / static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+    const double step = weight_step(bits);
     const double std = conv->weight.std().item<double>();
     if (!(std > 0.0) || std >= step) continue;
     const double factor = step / std;
@@ -156,23 +160,6 @@ double zero_fraction(const at::Tensor& weight, int64_t bits) {
   const auto q = bits == kFullPrecisionBits ? weight : quantize_weight(weight, bits);
   return q.eq(0).sum().item<double>() / static_cast<double>(q.numel());
 }
-
-// ---- trace ----
-
-namespace detail {
-namespace {
-thread_local LayerTrace* active_trace = nullptr;
-}  // namespace
-
-LayerTrace::LayerTrace() : previous_(active_trace) { active_trace = this; }
-LayerTrace::~LayerTrace() { active_trace = previous_; }
-
-void trace_call(const torch::nn::Module* module, const at::Tensor& input,
-                const at::Tensor& output) {
-  if (active_trace == nullptr) return;
-  active_trace->calls_.push_back({module, input.sizes().vec(), output.sizes().vec()});
-}
-}  // namespace detail
 
 // ---- observers ----
 
@@ -192,10 +179,9 @@ void notify_observers(const LayerCall& call) {
 }
 
 namespace {
-/// Reports one forward call to the cost trace and to the observers.
+/// Reports one forward call to the observers (the cost report and the analysis are observers).
 void report(const torch::nn::Module* module, const at::Tensor& input, const at::Tensor& weight,
             const at::Tensor& output) {
-  detail::trace_call(module, input, output);
   if (active_observer != nullptr) notify_observers({module, input, weight, output});
 }
 }  // namespace
