@@ -178,6 +178,21 @@ std::string auto_init(int64_t weight_bits) {
   return weight_bits >= 3 && weight_bits <= 16 ? "he" : "quant_aware";
 }
 
+/// The number --quantized-lr-mult gives, or 0 for "auto"; throws for anything else.
+double fixed_lr_mult(const std::string& text) {
+  if (text == "auto") return 0.0;
+  double m = 0.0;
+  size_t used = 0;
+  try {
+    m = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TORCH_CHECK_VALUE(used == text.size() && std::isfinite(m) && m > 0,
+                    "--quantized-lr-mult must be auto or a positive number, got '", text, "'");
+  return m;
+}
+
 std::string resolved_init(const TrainOptions& o) {
   return o.init != "auto" ? o.init : auto_init(o.precision.weight_bits);
 }
@@ -253,18 +268,7 @@ void TrainOptions::validate() const {
   (void)models::model_info(model);
   schedule.validate();
   TORCH_CHECK_VALUE(epochs >= 1, "--epochs must be >= 1, got ", epochs);
-  if (quantized_lr_mult != "auto") {
-    double m = 0.0;
-    size_t used = 0;
-    try {
-      m = std::stod(quantized_lr_mult, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    TORCH_CHECK_VALUE(used == quantized_lr_mult.size() && std::isfinite(m) && m > 0,
-                      "--quantized-lr-mult must be auto or a positive number, got '",
-                      quantized_lr_mult, "'");
-  }
+  (void)fixed_lr_mult(quantized_lr_mult);
   TORCH_CHECK_VALUE(batch_size >= 2, "--batch-size must be >= 2 (BatchNorm), got ", batch_size);
   TORCH_CHECK_VALUE(eval_batch_size >= 1, "--eval-batch-size must be >= 1, got ", eval_batch_size);
   TORCH_CHECK_VALUE(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1), got ", momentum);
@@ -466,7 +470,7 @@ json train(const TrainOptions& o) {
   const std::string summary_path = train::join_path(dir, "summary.json");
   const bool resuming = o.resume && train::path_exists(last);
 
-  // Distillation (docs/distillation.md): A trains the teacher with the student; B and C freeze
+  // Distillation (README, "Knowledge distillation"): A trains the teacher with the student; B and C freeze
   // it (eval mode, no gradients, so its weights and BatchNorm statistics stay bit-identical).
   const std::string& scheme = o.distill_scheme;
   const bool distilling = !scheme.empty();
@@ -508,8 +512,7 @@ json train(const TrainOptions& o) {
   int64_t n_params = 0;
   for (const auto& p : model->parameters()) n_params += p.numel();
 
-  // One optimizer; in scheme A it updates the teacher's parameters too.
-  // Group 0: everything else (the teacher's parameters too). Then one group per WRPN-quantized
+  // One optimizer. Group 0: everything else (in scheme A the teacher's parameters too). Then one group per WRPN-quantized
   // conv/FC weight of the student, with lr * m and weight decay / m (m: quantized_lr_mult, or
   // per layer under "auto"): a reparametrisation w = c v with c^2 = m.
   const auto sgd = torch::optim::SGDOptions(o.schedule.base_lr)
@@ -520,7 +523,7 @@ json train(const TrainOptions& o) {
   std::vector<double> group_mult{1.0};
   nlohmann::json lr_mults = nlohmann::json::object();
   {
-    const double fixed_mult = o.quantized_lr_mult == "auto" ? 0.0 : std::stod(o.quantized_lr_mult);
+    const double fixed_mult = fixed_lr_mult(o.quantized_lr_mult);
     std::set<const c10::TensorImpl*> quantized;
     auto add = [&](const std::string& name, const torch::Tensor& w, nn::WeightInit init,
                    int64_t bits, bool fixed, bool is_conv) {
@@ -616,16 +619,29 @@ json train(const TrainOptions& o) {
 
   // The frozen teacher's accuracy, once (B, C); the student's starting point (C).
   EvalResult tev;
+  auto say_teacher = [&](const EvalResult& r) {
+    char tbuf[128];
+    std::snprintf(tbuf, sizeof tbuf, "  teacher test: loss %.4f  top-1 %.2f%%", r.loss,
+                  100 * r.top1);
+    say(tbuf);
+  };
+  // teacher.ckpt: the teacher with its last test result, for wrpn_eval.
+  auto save_teacher = [&](int64_t epoch_done, json extra) {
+    models::CheckpointInfo tinfo;
+    tinfo.epoch = epoch_done;
+    tinfo.metrics = eval_json(tev, "test_");
+    extra["distill_teacher_of"] = last;
+    extra["options"] = o.to_json();
+    tinfo.extra_json = extra.dump();
+    models::save_checkpoint(teacher_path, *teacher, tinfo);
+  };
   if (distilling) {
     say("distillation scheme " + scheme + " from the teacher " +
         teacher_description(o, *teacher) + ", " + std::to_string(teacher_params) +
         " parameters");
     if (!joint) {
       tev = evaluate(*teacher, test_ds, o.limit_test, device, o.eval_batch_size, o.workers, o.amp);
-      char tbuf[128];
-      std::snprintf(tbuf, sizeof tbuf, "  teacher test: loss %.4f  top-1 %.2f%%", tev.loss,
-                    100 * tev.top1);
-      say(tbuf);
+      say_teacher(tev);
     }
     if (scheme == "C" && !resuming) {
       const EvalResult sev =
@@ -762,15 +778,11 @@ json train(const TrainOptions& o) {
     std::snprintf(buf, sizeof buf, "  test: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (best %.2f%%)",
                   ev.loss, 100 * ev.top1, 100 * ev.top5, 100 * best_top1);
     say(buf);
-    if (joint) {
-      std::snprintf(buf, sizeof buf, "  teacher test: loss %.4f  top-1 %.2f%%", tev.loss,
-                    100 * tev.top1);
-      say(buf);
-    }
+    if (joint) say_teacher(tev);
 
     models::CheckpointInfo info;
     info.epoch = epoch + 1;
-    info.metrics = {{"test_top1", ev.top1}, {"test_top5", ev.top5}, {"test_loss", ev.loss}};
+    info.metrics = eval_json(ev, "test_");
     json extra = {{"best_top1", best_top1},
                   {"best_top5", best_top5},
                   {"best_epoch", best_epoch},
@@ -781,11 +793,7 @@ json train(const TrainOptions& o) {
     if (improved) models::save_checkpoint(best, *model, info);
     if (joint) {
       // The trained teacher, for wrpn_eval; resume reads it from last.ckpt's blob instead.
-      models::CheckpointInfo tinfo;
-      tinfo.epoch = epoch + 1;
-      tinfo.metrics = {{"test_top1", tev.top1}, {"test_top5", tev.top5}, {"test_loss", tev.loss}};
-      tinfo.extra_json = json{{"distill_teacher_of", last}, {"options", o.to_json()}}.dump();
-      models::save_checkpoint(teacher_path, *teacher, tinfo);
+      save_teacher(epoch + 1, json::object());
     }
     info.blob = optimizer_blob(opt, joint ? teacher.get() : nullptr);
     models::save_checkpoint(last, *model, info);
@@ -806,11 +814,7 @@ json train(const TrainOptions& o) {
   }
   if (distilling && !joint) {
     // The frozen teacher as this run used it (bit-identical to its source checkpoint).
-    models::CheckpointInfo tinfo;
-    tinfo.metrics = {{"test_top1", tev.top1}, {"test_top5", tev.top5}, {"test_loss", tev.loss}};
-    tinfo.extra_json =
-        json{{"distill_teacher_of", last}, {"source", o.teacher}, {"options", o.to_json()}}.dump();
-    models::save_checkpoint(teacher_path, *teacher, tinfo);
+    save_teacher(0, json{{"source", o.teacher}});
   }
   const auto report = models::cost_report(*model, 0, 0, true);
   json summary = {{"model", o.model},
