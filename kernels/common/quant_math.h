@@ -1,5 +1,5 @@
 #pragma once
-// Per-element WRPN arithmetic shared by the CPU and CUDA kernels (spec.md, "Quantizers").
+// Per-element WRPN arithmetic shared by the CPU and CUDA kernels (WRPN, arXiv 1709.01134).
 //
 // Every function is a template over a math policy `M` and a value type `V`, so the same lines run
 // as scalar float/double code (CUDA threads, CPU tails: ScalarMath) and as at::vec::Vectorized

@@ -7,10 +7,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "models/src/container.h"
-#include "models/src/model_spec_json.h"
+#include "container.h"
+#include "model_spec_json.h"
 #include "wrpn/models/registry.h"
-#include "wrpn/src/nn/precision_json.h"
+#include "precision_json.h"
+#include "wrpn/util/fs.h"
 #include "wrpn/version.h"
 
 namespace wrpn {
@@ -128,17 +129,17 @@ void save_checkpoint(const std::string& path, const ClassifierImpl& model,
   const std::string file = detail::build_container(
       kMagic, kFormatVersion,
       {header_text, std::string_view(state_bytes.data(), state_bytes.size()), info.blob});
-  detail::write_file_atomically(path, file);
+  fs::atomic_write(path, file, /*make_parents=*/false);
 }
 
 CheckpointMeta read_checkpoint(const std::string& path) {
   const std::string what = "checkpoint '" + path + "'";
-  return parse(detail::read_file(path, what), what).meta;
+  return parse(fs::read_file(path, what), what).meta;
 }
 
 Classifier load_checkpoint(const std::string& path, CheckpointMeta* meta) {
   const std::string what = "checkpoint '" + path + "'";
-  const std::string data = detail::read_file(path, what);
+  const std::string data = fs::read_file(path, what);
   Parsed p = parse(data, what);
   Classifier model = create_model(p.meta.spec);
   copy_state(load_state(p.state, what), *model, what);
@@ -148,7 +149,7 @@ Classifier load_checkpoint(const std::string& path, CheckpointMeta* meta) {
 
 CheckpointMeta load_checkpoint_into(const std::string& path, ClassifierImpl& model) {
   const std::string what = "checkpoint '" + path + "'";
-  const std::string data = detail::read_file(path, what);
+  const std::string data = fs::read_file(path, what);
   Parsed p = parse(data, what);
   TORCH_CHECK(p.meta.spec.name == model.spec().name, what, " holds a ", p.meta.spec.name,
               " but the model is a ", model.spec().name);

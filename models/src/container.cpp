@@ -1,13 +1,8 @@
-#include "models/src/container.h"
+#include "container.h"
 
 #include <c10/util/Exception.h>
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 
 namespace wrpn {
 namespace models {
@@ -29,8 +24,6 @@ T get(std::string_view data, size_t pos) {
   std::memcpy(&v, data.data() + pos, sizeof(T));
   return v;
 }
-
-std::string os_error() { return std::strerror(errno); }
 
 }  // namespace
 
@@ -94,67 +87,6 @@ std::vector<std::string_view> parse_container(std::string_view data, std::string
   TORCH_CHECK(get<uint64_t>(data, pos + 8) == fnv1a64(data.substr(0, pos)), what,
               " is corrupt: its content does not match its checksum");
   return sections;
-}
-
-void write_file_atomically(const std::string& path, std::string_view data) {
-  // Plain string paths: std::filesystem calls can bind to the copies libtorch.so exports.
-  static std::atomic<uint64_t> counter{0};
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  TORCH_CHECK(!name.empty(), "cannot write '", path, "': it names a directory, not a file");
-  const std::string tmp = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
-                          "." + name + ".tmp." + std::to_string(::getpid()) + "." +
-                          std::to_string(counter.fetch_add(1));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  TORCH_CHECK(fd >= 0, "cannot write '", path, "': creating the temporary file '", tmp,
-              "' failed: ", os_error());
-  auto fail = [&](const std::string& step) {
-    const std::string err = os_error();
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    TORCH_CHECK(false, "cannot write '", path, "': ", step, " failed: ", err);
-  };
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("writing the temporary file");
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("fsync of the temporary file");
-  if (::close(fd) != 0) {
-    const std::string err = os_error();
-    ::unlink(tmp.c_str());
-    TORCH_CHECK(false, "cannot write '", path, "': closing the temporary file failed: ", err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = os_error();
-    ::unlink(tmp.c_str());
-    TORCH_CHECK(false, "cannot write '", path,
-                "': renaming the temporary file over it failed: ", err);
-  }
-  // Make the rename itself durable.
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-}
-
-std::string read_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.is_open(), "cannot open ", what, ": ", os_error());
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  TORCH_CHECK(size >= 0, "cannot read ", what, ": it is not a regular file");
-  in.seekg(0, std::ios::beg);
-  std::string data(static_cast<size_t>(size), '\0');
-  in.read(data.data(), size);
-  TORCH_CHECK(in.gcount() == size, "cannot read ", what, ": ", os_error());
-  return data;
 }
 
 }  // namespace detail

@@ -1,6 +1,6 @@
 #pragma once
 // The file container shared by checkpoints and packed exports: magic, version, length-prefixed
-// sections and a hashed trailer, written atomically (see wrpn/models/checkpoint.h).
+// sections and a hashed trailer (see wrpn/models/checkpoint.h).
 
 #include <cstdint>
 #include <string>
@@ -23,13 +23,6 @@ std::string build_container(std::string_view magic, uint32_t version,
 std::vector<std::string_view> parse_container(std::string_view data, std::string_view magic,
                                               uint32_t version, size_t num_sections,
                                               const std::string& what);
-
-/// Writes `data` to a temporary file next to `path`, fsyncs it, renames it over `path` and
-/// fsyncs the directory. On failure removes the temporary file and throws c10::Error.
-void write_file_atomically(const std::string& path, std::string_view data);
-
-/// The whole file; throws c10::Error naming `what` and the OS error.
-std::string read_file(const std::string& path, const std::string& what);
 
 }  // namespace detail
 }  // namespace models

@@ -8,11 +8,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "models/src/model_spec_json.h"
+#include "model_spec_json.h"
 #include "wrpn/models/registry.h"
 #include "wrpn/nn/observer.h"
-#include "wrpn/nn/quant_conv.h"
-#include "wrpn/nn/quant_linear.h"
+#include "wrpn/nn/layers.h"
 
 namespace wrpn {
 namespace models {
@@ -32,24 +31,13 @@ int64_t layer_storage_bits(int64_t weight_numel, int64_t weight_bits, int64_t bi
 /// Fills a LayerCost's static fields from a conv or FC; false for other modules.
 bool describe_layer(const torch::nn::Module& m, LayerCost& row) {
   torch::NoGradGuard no_grad;
-  torch::Tensor weight, bias, effective;
-  if (auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(&m)) {
-    row.kind = "conv";
-    weight = conv->weight;
-    effective = conv->effective_weight();
-    bias = conv->bias;
-    row.weight_bits = conv->options.weight_bits();
-    row.act_bits = conv->options.input_bits();
-  } else if (auto* fc = dynamic_cast<const nn::QuantLinearImpl*>(&m)) {
-    row.kind = "fc";
-    weight = fc->weight;
-    effective = fc->effective_weight();
-    bias = fc->bias;
-    row.weight_bits = fc->options.weight_bits();
-    row.act_bits = fc->options.input_bits();
-  } else {
-    return false;
-  }
+  nn::QuantizedLayer layer;
+  if (!nn::as_quantized_layer(m, layer) || !layer.has_weight()) return false;
+  row.kind = layer.kind == nn::LayerKind::kConv2d ? "conv" : "fc";
+  const torch::Tensor weight = layer.weight(), bias = layer.bias();
+  const torch::Tensor effective = layer.effective_weight();
+  row.weight_bits = layer.quantizer().bits;
+  row.act_bits = layer.input_quantizer().bits;
   const int64_t bias_numel = bias.defined() ? bias.numel() : 0;
   row.weight_shape = weight.sizes().vec();
   row.params = weight.numel() + bias_numel;

@@ -9,13 +9,13 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "models/src/container.h"
-#include "models/src/model_spec_json.h"
+#include "container.h"
+#include "model_spec_json.h"
 #include "wrpn/models/registry.h"
-#include "wrpn/nn/quant_conv.h"
-#include "wrpn/nn/quant_linear.h"
+#include "wrpn/nn/layers.h"
 #include "wrpn/ops.h"
-#include "wrpn/src/nn/precision_json.h"
+#include "precision_json.h"
+#include "wrpn/util/fs.h"
 #include "wrpn/version.h"
 
 namespace wrpn {
@@ -28,15 +28,11 @@ constexpr uint32_t kFormatVersion = 1;
 /// Weight bits of every quantized conv/FC weight, by state-dict name.
 std::map<std::string, int64_t> quantized_weights(const torch::nn::Module& model) {
   std::map<std::string, int64_t> bits;
-  for (const auto& item : model.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
-    int64_t b = kFullPrecisionBits;
-    if (auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(item.value().get())) {
-      b = conv->options.weight_bits();
-    } else if (auto* fc = dynamic_cast<const nn::QuantLinearImpl*>(item.value().get())) {
-      b = fc->options.weight_bits();
+  nn::for_each_quantized_layer(model, [&](const std::string& name, const nn::QuantizedLayer& l) {
+    if (l.has_weight() && l.quantizer().bits != kFullPrecisionBits) {
+      bits[name + ".weight"] = l.quantizer().bits;
     }
-    if (b != kFullPrecisionBits) bits[item.key() + ".weight"] = b;
-  }
+  });
   return bits;
 }
 
@@ -140,14 +136,14 @@ PackedStats export_packed(const std::string& path, const ClassifierImpl& model) 
                                  {"tensors", tensors}};
   const std::string header_text = header.dump();
   const std::string file = detail::build_container(kMagic, kFormatVersion, {header_text, payload});
-  detail::write_file_atomically(path, file);
+  fs::atomic_write(path, file, /*make_parents=*/false);
   stats.file_bytes = static_cast<int64_t>(file.size());
   return stats;
 }
 
 Classifier import_packed(const std::string& path) {
   const std::string what = "packed export '" + path + "'";
-  const std::string data = detail::read_file(path, what);
+  const std::string data = fs::read_file(path, what);
   const auto sections = detail::parse_container(data, kMagic, kFormatVersion, 2, what);
   const auto header = wrpn::detail::parse_json(std::string(sections[0]), what + " header");
   const std::string_view payload = sections[1];

@@ -1,7 +1,6 @@
 // ModelSpec, ClassifierImpl and the registry of zoo models.
 
 #include "wrpn/models/registry.h"
-#include "wrpn/nn/fixed_point.h"
 
 #include <c10/util/Exception.h>
 
@@ -9,9 +8,9 @@
 #include <mutex>
 #include <set>
 
-#include "models/src/model_spec_json.h"
+#include "model_spec_json.h"
 #include "wrpn/models/resnet.h"
-#include "wrpn/src/nn/precision_json.h"
+#include "precision_json.h"
 
 namespace wrpn {
 namespace models {
@@ -152,9 +151,7 @@ Classifier create_model(const ModelSpec& spec) {
   const ModelInfo info = model_info(spec.name);
   ModelSpec resolved = spec;
   if (resolved.num_classes == 0) resolved.num_classes = info.default_classes;
-  Classifier model = info.factory(resolved);
-  nn::apply_fixed_point(*model, resolved.precision);
-  return model;
+  return info.factory(resolved);
 }
 
 void register_model(ModelInfo info) {

@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "models/src/bits_resolver.h"
+#include "quantizer_resolver.h"
 
 namespace wrpn {
 namespace models {
@@ -38,7 +38,7 @@ struct BlockArgs {
   int64_t planes = 0;        // channels of the inner convs
   int64_t out_channels = 0;  // planes for basic blocks, 4x for bottlenecks
   int64_t stride = 1;
-  int64_t stream_bits = kFullPrecisionBits;  // bits of the block input
+  nn::Quantizer stream;  // the quantizer of the block input
   bool last = false;                         // the block that feeds the classifier
 };
 
@@ -46,44 +46,45 @@ struct BlockArgs {
 class ResidualBlockImpl : public torch::nn::Module {
  public:
   ResidualBlockImpl(const BlockArgs& a, const PrecisionConfig& p, nn::WeightInit init,
-                    detail::BitsResolver& bits) {
+                    detail::QuantizerResolver& quantizers) {
     const std::string prefix = a.name + ".";
-    int64_t conv_in_bits = a.stream_bits;
+    nn::Quantizer conv_in = a.stream;
     if (!p.quantized_residual) {
-      act_in = register_module("act_in", QuantReLU(bits(prefix + "act_in", p.act_bits)));
-      conv_in_bits = act_in->options.bits();
+      act_in = register_module("act_in",
+                               QuantReLU(quantizers.activation(prefix + "act_in", p.act_bits)));
+      conv_in = act_in->options.quantizer();
     }
     auto conv = [&](const std::string& n, int64_t in, int64_t out, int64_t k, int64_t stride,
-                    int64_t in_bits) {
+                    const nn::Quantizer& input) {
       return QuantConv2d(QuantConv2dOptions(in, out, k)
                              .stride(stride)
                              .padding(k / 2)
                              .bias(false)
-                             .weight_bits(bits(prefix + n, p.weight_bits))
-                             .input_bits(in_bits)
+                             .weight_quantizer(quantizers.weight(prefix + n, p.weight_bits))
+                             .input_quantizer(input)
                              .init(init));
     };
     auto act = [&](const std::string& n) {
-      return register_module(n, QuantReLU(bits(prefix + n, p.act_bits)));
+      return register_module(n, QuantReLU(quantizers.activation(prefix + n, p.act_bits)));
     };
     if (a.bottleneck) {
-      conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in_bits));
+      conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
       conv2 = register_module("conv2",
-                              conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.bits()));
+                              conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.quantizer()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
       act2 = act("act2");
       conv3 = register_module("conv3",
-                              conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.bits()));
+                              conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.quantizer()));
       bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
     } else {
       conv1 = register_module("conv1",
-                              conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in_bits));
+                              conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
       conv2 = register_module("conv2",
-                              conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.bits()));
+                              conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.quantizer()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
     }
     if (a.stride != 1 || a.in_channels != a.out_channels) {
@@ -96,13 +97,14 @@ class ResidualBlockImpl : public torch::nn::Module {
       } else {
         downsample = register_module(
             "downsample", torch::nn::Sequential(conv("downsample.0", a.in_channels, a.out_channels,
-                                                     1, a.stride, conv_in_bits),
+                                                     1, a.stride, conv_in),
                                                 torch::nn::BatchNorm2d(a.out_channels)));
       }
     }
     const int64_t out_default = a.last ? (p.fp32_last_layer ? kFullPrecisionBits : p.act_bits)
                                        : (p.quantized_residual ? p.act_bits : kFullPrecisionBits);
-    act_out = register_module("act_out", QuantReLU(bits(prefix + "act_out", out_default)));
+    act_out = register_module("act_out",
+                              QuantReLU(quantizers.activation(prefix + "act_out", out_default)));
   }
 
   torch::Tensor forward(torch::Tensor x) {
@@ -126,7 +128,7 @@ class ResidualBlockImpl : public torch::nn::Module {
     return act_out(out + shortcut);
   }
 
-  int64_t out_bits() const { return act_out->options.bits(); }
+  const nn::Quantizer& out_quantizer() const { return act_out->options.quantizer(); }
 
  private:
   QuantReLU act_in{nullptr}, act1{nullptr}, act2{nullptr}, act_out{nullptr};
@@ -148,12 +150,13 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
       imagenet ? std::vector<int64_t>{64, 128, 256, 512} : std::vector<int64_t>{16, 32, 64};
   TORCH_CHECK(arch_.blocks.size() == base.size(), spec_.name, ": expected ", base.size(),
               " stages, got ", arch_.blocks.size());
-  detail::BitsResolver bits(p);
+  detail::QuantizerResolver quantizers(p);
 
-  int64_t image_bits = kFullPrecisionBits;
+  nn::Quantizer image;
   if (!p.fp32_first_layer) {
-    input_act = register_module("input_act", QuantReLU(bits("input_act", p.act_bits)));
-    image_bits = input_act->options.bits();
+    input_act =
+        register_module("input_act", QuantReLU(quantizers.activation("input_act", p.act_bits)));
+    image = input_act->options.quantizer();
   }
   const int64_t stem = p.channels(base[0]);
   conv1 = register_module(
@@ -161,16 +164,16 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
                                .stride(imagenet ? 2 : 1)
                                .padding(imagenet ? 3 : 1)
                                .bias(false)
-                               .weight_bits(bits("conv1", p.fp32_first_layer ? kFullPrecisionBits
-                                                                             : p.weight_bits))
-                               .input_bits(image_bits)
+                               .weight_quantizer(quantizers.weight(
+                                   "conv1", p.fp32_first_layer ? kFullPrecisionBits : p.weight_bits))
+                               .input_quantizer(image)
                                .init(spec_.init)));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(stem));
-  act1 = register_module(
-      "act1", QuantReLU(bits("act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
+  act1 = register_module("act1", QuantReLU(quantizers.activation(
+                                     "act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
 
   int64_t channels = stem;
-  int64_t stream_bits = act1->options.bits();
+  nn::Quantizer stream = act1->options.quantizer();
   for (size_t s = 0; s < base.size(); ++s) {
     torch::nn::Sequential stage;
     for (int64_t b = 0; b < arch_.blocks[s]; ++b) {
@@ -182,10 +185,10 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
       a.planes = p.channels(base[s]);
       a.out_channels = bottleneck ? p.channels(base[s] * 4) : a.planes;
       a.stride = (s > 0 && b == 0) ? 2 : 1;
-      a.stream_bits = stream_bits;
+      a.stream = stream;
       a.last = s + 1 == base.size() && b + 1 == arch_.blocks[s];
-      ResidualBlock block(a, p, spec_.init, bits);
-      stream_bits = block->out_bits();
+      ResidualBlock block(a, p, spec_.init, quantizers);
+      stream = block->out_quantizer();
       channels = a.out_channels;
       stage->push_back(block);
     }
@@ -194,10 +197,11 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
   fc = register_module(
       "fc", nn::QuantLinear(
                 nn::QuantLinearOptions(channels, spec_.num_classes)
-                    .weight_bits(bits("fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
-                    .input_bits(stream_bits)
+                    .weight_quantizer(quantizers.weight(
+                        "fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
+                    .input_quantizer(stream)
                     .init(spec_.init)));
-  bits.check_overrides(spec_.name);
+  quantizers.check_overrides(spec_.name);
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {

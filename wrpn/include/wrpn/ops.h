@@ -1,5 +1,5 @@
 #pragma once
-/// The WRPN quantizer ops (spec.md, "Quantizers"). Each function calls the `wrpn::` op through the
+/// The WRPN quantizer ops (Wide Reduced-Precision Networks, arXiv 1709.01134). Each function calls the `wrpn::` op through the
 /// LibTorch dispatcher, so C++ and Python (`torch.ops.wrpn.*`) callers get the same checks,
 /// kernels (CPU, CUDA, Meta) and autograd.
 
@@ -37,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tenso
 constexpr int64_t kMinFixedPointBits = 2;
 constexpr int64_t kMaxFixedPointBits = 24;
 
-/// ADaPTION fixed point Q(m.f) (spec.md, "ADaPTION fixed point"): m = total_bits - frac_bits
+/// ADaPTION fixed point Q(m.f) (Milde et al., arXiv 1711.04713): m = total_bits - frac_bits
 /// integer bits with the sign bit inside m, f = frac_bits, q = clamp(round(x * 2^f) / 2^f, -M, M)
 /// with M = 2^(m-1) - 2^-f. Rounding is half to even, or with `stochastic` floor(x * 2^f + u),
 /// u uniform in [0, 1) from a counter-based Philox stream keyed by one draw of `generator` (a CPU

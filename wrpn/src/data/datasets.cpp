@@ -17,7 +17,7 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "posix_fs.h"
+#include "wrpn/util/fs.h"
 
 namespace wrpn::data {
 
@@ -270,12 +270,12 @@ const char kDigitsHint[] =
     "into data/digits/";
 
 std::string digits_file(const std::string& root) {
-  if (detail::is_regular_file(root)) return root;
+  if (fs::is_regular_file(root)) return root;
   for (const char* name : {"digits.csv.gz", "digits.csv"}) {
-    const std::string path = detail::join(root, name);
-    if (detail::is_regular_file(path)) return path;
+    const std::string path = fs::join(root, name);
+    if (fs::is_regular_file(path)) return path;
   }
-  fail("digits dataset not found: " + detail::join(root, "digits.csv.gz") + " (" + kDigitsHint +
+  fail("digits dataset not found: " + fs::join(root, "digits.csv.gz") + " (" + kDigitsHint +
        ")");
 }
 
@@ -361,16 +361,16 @@ const std::vector<std::string> kCifarNames = {"airplane", "automobile", "bird", 
                                               "dog",      "frog",       "horse", "ship", "truck"};
 
 std::string cifar_dir(const std::string& root) {
-  const std::string sub = detail::join(root, "cifar-10-batches-bin");
-  if (detail::is_regular_file(detail::join(sub, "test_batch.bin")) ||
-      detail::is_regular_file(detail::join(sub, "data_batch_1.bin"))) {
+  const std::string sub = fs::join(root, "cifar-10-batches-bin");
+  if (fs::is_regular_file(fs::join(sub, "test_batch.bin")) ||
+      fs::is_regular_file(fs::join(sub, "data_batch_1.bin"))) {
     return sub;
   }
   return root;
 }
 
 std::vector<std::string> cifar_class_names(const std::string& dir) {
-  std::ifstream meta(detail::join(dir, "batches.meta.txt"));
+  std::ifstream meta(fs::join(dir, "batches.meta.txt"));
   if (!meta) return kCifarNames;
   std::vector<std::string> names;
   std::string line;
@@ -384,7 +384,7 @@ std::vector<std::string> cifar_class_names(const std::string& dir) {
 
 std::string default_root(const std::string& name) {
   const char* env = std::getenv("WRPN_DATA_DIR");
-  return detail::join(env != nullptr && *env != '\0' ? env : "data", name);
+  return fs::join(env != nullptr && *env != '\0' ? env : "data", name);
 }
 
 }  // namespace
@@ -452,8 +452,8 @@ TensorData load_cifar10(const std::string& root, Split split, const DatasetOptio
   const std::string dir = cifar_dir(root);
   std::vector<uint8_t> bytes;
   for (const std::string& name : Cifar10::batch_files(split)) {
-    const std::string path = detail::join(dir, name);
-    if (!detail::is_regular_file(path)) {
+    const std::string path = fs::join(dir, name);
+    if (!fs::is_regular_file(path)) {
       fail("CIFAR-10 file not found: " + path +
            " (expected the binary version: data_batch_1.bin .. data_batch_5.bin and "
            "test_batch.bin in " +

@@ -15,7 +15,7 @@
 #include <thread>
 #include <unordered_set>
 
-#include "posix_fs.h"
+#include "wrpn/util/fs.h"
 
 namespace wrpn::data {
 
@@ -48,7 +48,7 @@ std::string layout_hint(const std::string& root) {
 }
 
 bool has_image_extension(const std::string& name) {
-  const std::string ext = detail::lower_extension(name);
+  const std::string ext = fs::lower_extension(name);
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
@@ -105,30 +105,30 @@ ImageFolder::ImageFolder(const std::string& root, Split split, const DatasetOpti
   TORCH_CHECK(options.image_size() > 0 && options.image_size() <= options.resize_size(),
               "ImageFolder: image_size (", options.image_size(), ") must be in 1..resize_size (",
               options.resize_size(), ")");
-  if (!detail::is_directory(root)) {
+  if (!fs::is_directory(root)) {
     fail("image folder not found: " + root + " (" + layout_hint(root) + ")");
   }
-  std::string dir = detail::join(root, "train");
-  std::string other = detail::join(root, "val");
+  std::string dir = fs::join(root, "train");
+  std::string other = fs::join(root, "val");
   if (split == Split::Test) {
     std::swap(dir, other);
-    if (!detail::is_directory(dir) && detail::is_directory(detail::join(root, "test"))) {
-      dir = detail::join(root, "test");
+    if (!fs::is_directory(dir) && fs::is_directory(fs::join(root, "test"))) {
+      dir = fs::join(root, "test");
     }
   }
-  if (!detail::is_directory(dir)) {
+  if (!fs::is_directory(dir)) {
     fail("image folder split not found: " + dir + " (" + layout_hint(root) + ")");
   }
 
   auto index = std::make_shared<Index>();
   index->directory = dir;
   index->options = options;
-  index->class_names = detail::list_directory(dir, /*want_dirs=*/true);
+  index->class_names = fs::list_directory(dir, /*want_dirs=*/true);
   if (index->class_names.empty()) {
     fail(dir + ": no class subdirectories (expected " + dir + "/<class>/*.jpg|jpeg|png)");
   }
-  if (detail::is_directory(other)) {
-    const std::vector<std::string> other_classes = detail::list_directory(other, true);
+  if (fs::is_directory(other)) {
+    const std::vector<std::string> other_classes = fs::list_directory(other, true);
     if (other_classes != index->class_names) {
       fail(dir + " has " + std::to_string(index->class_names.size()) + " classes but " + other +
            " has " + std::to_string(other_classes.size()) +
@@ -139,10 +139,10 @@ ImageFolder::ImageFolder(const std::string& root, Split split, const DatasetOpti
   std::vector<std::string> paths;
   std::vector<int64_t> labels;
   for (size_t c = 0; c < index->class_names.size(); ++c) {
-    const std::string class_dir = detail::join(dir, index->class_names[c]);
-    for (const std::string& name : detail::list_directory(class_dir, /*want_dirs=*/false)) {
+    const std::string class_dir = fs::join(dir, index->class_names[c]);
+    for (const std::string& name : fs::list_directory(class_dir, /*want_dirs=*/false)) {
       if (!has_image_extension(name)) continue;
-      paths.push_back(detail::join(class_dir, name));
+      paths.push_back(fs::join(class_dir, name));
       labels.push_back(static_cast<int64_t>(c));
     }
   }

@@ -7,8 +7,8 @@
 
 #include <cmath>
 
-#include "wrpn/nn/fixed_point.h"
 #include "wrpn/nn/init.h"
+#include "wrpn/nn/layers.h"
 #include "wrpn/nn/observer.h"
 #include "wrpn/nn/quant_conv.h"
 #include "wrpn/nn/quant_linear.h"
@@ -138,18 +138,19 @@ double matched_lr_multiplier(at::IntArrayRef sizes, WeightInit init, int64_t bit
 std::map<std::string, double> fit_weights_to_quantizer_(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   std::map<std::string, double> factors;
-  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    auto* conv = item.value()->as<QuantConv2dImpl>();
-    if (conv == nullptr || conv->options.fixed_point().enabled()) continue;
-    const int64_t bits = conv->options.weight_bits();
-    if (bits < 2 || bits == kFullPrecisionBits || conv->weight.numel() < 2) continue;
-    const double step = weight_step(bits);
-    const double std = conv->weight.std().item<double>();
-    if (!(std > 0.0) || std >= step) continue;
+  for_each_quantized_layer(model, [&](const std::string& name, const QuantizedLayer& layer) {
+    if (layer.kind != LayerKind::kConv2d) return;
+    const Quantizer& q = layer.quantizer();
+    if (q.kind() != Quantizer::Kind::kWrpn || q.bits < 2) return;
+    at::Tensor w = layer.weight();
+    if (w.numel() < 2) return;
+    const double step = weight_step(q.bits);
+    const double std = w.std().item<double>();
+    if (!(std > 0.0) || std >= step) return;
     const double factor = step / std;
-    conv->weight.mul_(factor).clamp_(-1.0, 1.0);
-    factors[item.key()] = factor;
-  }
+    w.mul_(factor).clamp_(-1.0, 1.0);
+    factors[name] = factor;
+  });
   return factors;
 }
 
@@ -188,28 +189,12 @@ void report(const torch::nn::Module* module, const at::Tensor& input, const at::
 
 namespace {
 
-void check_layer_bits(int64_t weight_bits, int64_t input_bits, const char* module) {
-  check_bits(weight_bits, std::string(module) + " weight_bits");
-  check_bits(input_bits, std::string(module) + " input_bits");
-}
-
-/// Resolves a module's fixed-point option and checks it against the module's bits.
-FixedPointFormat checked_format(const FixedPointFormat& f, LayerRole role, int64_t bits,
-                                const char* module) {
-  if (!f.enabled()) return f;
-  TORCH_CHECK(f.total_bits == bits, module, ": fixed_point ", f.to_string(), " has ",
-              f.total_bits, " total bits but the layer has ", bits,
-              " bits; set both to the same value");
-  const FixedPointFormat r = f.resolved(role);
-  TORCH_CHECK(r.frac_bits >= 0 && r.frac_bits < r.total_bits && r.total_bits >= 2, module,
-              ": fixed_point ", f.to_string(), ": expected 2..16 total bits and 0..total-1 "
-              "fraction bits");
-  return r;
-}
-
-/// Q(m.f) of x; stochastic rounding only while training, as ADaPTION trains.
-at::Tensor fixed_point(const at::Tensor& x, const FixedPointFormat& f, bool training) {
-  return quantize_fixed_point(x, f.total_bits, f.frac_bits, f.stochastic && training);
+/// Resolves a conv's or FC's quantizers and checks their bits.
+template <typename Options>
+void resolve_quantizers(Options& o, const char* module) {
+  o.weight_quantizer(o.weight_quantizer().resolved(LayerRole::kWeight, module));
+  check_bits(o.input_bits(), std::string(module) + " input_bits");
+  o.input_quantizer(o.input_quantizer().resolved(LayerRole::kActivation, module));
 }
 
 void init_bias_(at::Tensor& bias, const at::Tensor& weight) {
@@ -218,12 +203,6 @@ void init_bias_(at::Tensor& bias, const at::Tensor& weight) {
   auto [fan_in, fan_out] = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
   const double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
   bias.uniform_(-bound, bound);
-}
-
-at::Tensor quantized(const at::Tensor& weight, int64_t bits, const FixedPointFormat& f,
-                     bool training) {
-  if (f.enabled()) return fixed_point(weight, f, training);
-  return bits == kFullPrecisionBits ? weight : quantize_weight(weight, bits);
 }
 
 }  // namespace
@@ -253,9 +232,7 @@ void QuantConv2dImpl::reset() {
                 " and dilation ", o.dilation(), " must be positive, padding ", o.padding(),
                 " non-negative");
   }
-  check_layer_bits(o.weight_bits(), o.input_bits(), "QuantConv2d");
-  options.fixed_point(
-      checked_format(o.fixed_point(), LayerRole::kWeight, o.weight_bits(), "QuantConv2d"));
+  resolve_quantizers(options, "QuantConv2d");
   weight =
       register_parameter("weight", torch::empty({o.out_channels(), o.in_channels() / o.groups(),
                                                  (*o.kernel_size())[0], (*o.kernel_size())[1]}));
@@ -287,7 +264,7 @@ void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor QuantConv2dImpl::effective_weight() const {
-  return quantized(weight, options.weight_bits(), options.fixed_point(), is_training());
+  return options.weight_quantizer().quantize_weight(weight, is_training());
 }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
@@ -311,9 +288,7 @@ void QuantLinearImpl::reset() {
   TORCH_CHECK(options.in_features() > 0 && options.out_features() > 0, "QuantLinear: in_features (",
               options.in_features(), ") and out_features (", options.out_features(),
               ") must be positive");
-  check_layer_bits(options.weight_bits(), options.input_bits(), "QuantLinear");
-  options.fixed_point(checked_format(options.fixed_point(), LayerRole::kWeight,
-                                     options.weight_bits(), "QuantLinear"));
+  resolve_quantizers(options, "QuantLinear");
   weight =
       register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) {
@@ -342,7 +317,7 @@ void QuantLinearImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor QuantLinearImpl::effective_weight() const {
-  return quantized(weight, options.weight_bits(), options.fixed_point(), is_training());
+  return options.weight_quantizer().quantize_weight(weight, is_training());
 }
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
@@ -354,14 +329,14 @@ torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
 
 // ---- QuantReLU ----
 
-QuantReLUOptions::QuantReLUOptions(int64_t bits) : bits_(bits) {}
+QuantReLUOptions::QuantReLUOptions(int64_t bits) : quantizer_(Quantizer::wrpn(bits)) {}
+
+QuantReLUOptions::QuantReLUOptions(Quantizer quantizer) : quantizer_(std::move(quantizer)) {}
 
 QuantReLUImpl::QuantReLUImpl(QuantReLUOptions options) : options(std::move(options)) { reset(); }
 
 void QuantReLUImpl::reset() {
-  check_bits(options.bits(), "QuantReLU bits");
-  options.fixed_point(
-      checked_format(options.fixed_point(), LayerRole::kActivation, options.bits(), "QuantReLU"));
+  options.quantizer(options.quantizer().resolved(LayerRole::kActivation, "QuantReLU"));
 }
 
 void QuantReLUImpl::pretty_print(std::ostream& stream) const {
@@ -371,34 +346,9 @@ void QuantReLUImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor QuantReLUImpl::forward(const torch::Tensor& x) {
-  const auto& f = options.fixed_point();
-  auto out = f.enabled() ? fixed_point(torch::relu(x), f, is_training())
-             : options.bits() == kFullPrecisionBits ? torch::relu(x)
-                                                    : quantize_activation(x, options.bits());
+  auto out = options.quantizer().quantize_activation(x, is_training());
   report(this, x, torch::Tensor(), out);
   return out;
-}
-
-// ---- fixed point across a model ----
-
-void apply_fixed_point(torch::nn::Module& model, const PrecisionConfig& config) {
-  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    const std::string& name = item.key();
-    torch::nn::Module* m = item.value().get();
-    if (auto* conv = m->as<QuantConv2dImpl>()) {
-      conv->options.fixed_point(checked_format(
-          config.fixed_point_for(name, LayerRole::kWeight, conv->options.weight_bits()),
-          LayerRole::kWeight, conv->options.weight_bits(), "QuantConv2d"));
-    } else if (auto* fc = m->as<QuantLinearImpl>()) {
-      fc->options.fixed_point(checked_format(
-          config.fixed_point_for(name, LayerRole::kWeight, fc->options.weight_bits()),
-          LayerRole::kWeight, fc->options.weight_bits(), "QuantLinear"));
-    } else if (auto* act = m->as<QuantReLUImpl>()) {
-      act->options.fixed_point(checked_format(
-          config.fixed_point_for(name, LayerRole::kActivation, act->options.bits()),
-          LayerRole::kActivation, act->options.bits(), "QuantReLU"));
-    }
-  }
 }
 
 }  // namespace nn

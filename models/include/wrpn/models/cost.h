@@ -1,5 +1,5 @@
 #pragma once
-/// WRPN's compute-cost report (spec.md, "Compute-cost report"): per conv/FC layer and in total,
+/// WRPN's compute-cost report (arXiv 1709.01134): per conv/FC layer and in total,
 /// parameters, MACs at an input size, weight and activation bits, bit-ops (MACs * b_w * b_a)
 /// and weight storage at the chosen bits, beside the same model at fp32 and width 1.
 

@@ -2,21 +2,15 @@
 /// Weight initialisation for quantized layers, and the zero fraction it leaves.
 ///
 /// WRPN weights have no scale: at k bits |w| < 1/(2(2^(k-1)-1)) rounds to zero (1/14 at 4 bits,
-/// 1/2 at 2 bits). He initialisation draws std sqrt(2/fan_out): 0.12 for a 3x3 conv with 16
-/// outputs, 0.02 with 512. At 4 bits 45% (16 channels) to nearly 100% (512 and wider) of the
-/// weights then start at zero; at 2 bits all of them do, and stay there (spec.md, "Known
-/// pitfalls"). BatchNorm follows every quantized conv, so the
-/// forward pass does not depend on a conv's weight scale and a wider draw is as legitimate as
-/// He's. kQuantAware, the default, keeps He's normal shape but never draws narrower than one
-/// quantization step 1/(2^(k-1)-1), truncated to the quantizer's range [-1, 1] so that no
-/// weight starts where the straight-through gradient is zero. The weights then start 38% zero
-/// at 3 and 4 bits and 56% zero at 2 bits, whatever the width. From 5 bits on the step is
-/// narrower than He's std for the narrow layers, which keep the plain He draw. 1-bit weights
-/// (+-mean|w|) have no zero band and fp32 layers keep their usual draw.
-///
-/// A wider start lowers plain SGD's effective step (about lr/|w|^2 with BatchNorm); on the
-/// digits data a 4-bit ResNet-20 trains equally well from either init at lr 0.1, while with
-/// 2-bit weights He leaves every block conv at zero for good.
+/// 1/2 at 2 bits), and He initialisation (std sqrt(2/fan_out)) puts most weights of a wide layer
+/// in that band. BatchNorm follows every quantized conv, so the forward pass does not depend on a
+/// conv's weight scale and a wider draw is as legitimate as He's. kQuantAware, the default, keeps
+/// He's normal shape but never draws narrower than one quantization step 1/(2^(k-1)-1),
+/// truncated to the quantizer's range [-1, 1] so that no weight starts where the
+/// straight-through gradient is zero. 1-bit weights (+-mean|w|) have no zero band and fp32
+/// layers keep their usual draw. A wider start lowers plain SGD's effective step (about
+/// lr/|w|^2 behind BatchNorm): matched_lr_multiplier() compensates. The README reports the zero
+/// fractions each init leaves and how the defaults train.
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>

@@ -10,7 +10,7 @@
 #include <ostream>
 
 #include "wrpn/nn/init.h"
-#include "wrpn/precision.h"
+#include "wrpn/nn/quantizer.h"
 
 namespace wrpn {
 namespace nn {
@@ -23,17 +23,35 @@ struct QuantLinearOptions {
   TORCH_ARG(int64_t, out_features);
   /// A bias, kept fp32, as in torch::nn::Linear.
   TORCH_ARG(bool, bias) = true;
-  /// Weight bits: 1..16, or 32 for an fp32 layer.
-  TORCH_ARG(int64_t, weight_bits) = 4;
-  /// Bits of the activation this layer consumes (32: unquantized); set by the model, read by the
-  /// cost report and packed export, not applied by forward().
-  TORCH_ARG(int64_t, input_bits) = kFullPrecisionBits;
+  /// The weight quantizer: WRPN 4-bit by default (where WRPN finds wide models lossless),
+  /// full precision, or fixed point. reset() resolves a default fixed-point split.
+  TORCH_ARG(Quantizer, weight_quantizer) = Quantizer::wrpn(4);
+  /// The quantizer of the activation this layer consumes (full precision: unquantized). The
+  /// model that wires the layer sets it; forward() does not apply it. Read by the cost report
+  /// and the packed export.
+  TORCH_ARG(Quantizer, input_quantizer) = Quantizer::full_precision();
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
-  /// When enabled, the weight quantizer is ADaPTION fixed point (wrpn::quantize_fixed_point,
-  /// stochastic rounding in training if asked) instead of WRPN's; its total_bits must equal
-  /// weight_bits. frac_bits -1 takes the weight default (default_fixed_point()).
-  TORCH_ARG(FixedPointFormat, fixed_point) = {};
+
+ public:  // (TORCH_ARG leaves the section private)
+  /// Shorthands for the quantizers' fields: weight bits (1..16, or 32 for fp32), the fixed-point
+  /// format of the weight quantizer (its total_bits must equal the weight bits; frac_bits -1
+  /// takes the weight default), and the input's bits.
+  QuantLinearOptions& weight_bits(int64_t bits) {
+    weight_quantizer_.bits = bits;
+    return *this;
+  }
+  int64_t weight_bits() const { return weight_quantizer_.bits; }
+  QuantLinearOptions& fixed_point(const FixedPointFormat& format) {
+    weight_quantizer_.fixed_point = format;
+    return *this;
+  }
+  const FixedPointFormat& fixed_point() const { return weight_quantizer_.fixed_point; }
+  QuantLinearOptions& input_bits(int64_t bits) {
+    input_quantizer_.bits = bits;
+    return *this;
+  }
+  int64_t input_bits() const { return input_quantizer_.bits; }
 };
 
 /// Linear layer whose fp32 shadow weight is quantized on every forward (straight-through

@@ -8,20 +8,34 @@
 #include <cstdint>
 #include <ostream>
 
-#include "wrpn/precision.h"
+#include "wrpn/nn/quantizer.h"
 
 namespace wrpn {
 namespace nn {
 
 /// Options for QuantReLU.
 struct QuantReLUOptions {
+  /// The WRPN quantizer at `bits`: 1..16 (clamp to [0, 1], 2^bits levels), or 32 for a ReLU.
   /* implicit */ QuantReLUOptions(int64_t bits = 4);
+  /* implicit */ QuantReLUOptions(Quantizer quantizer);
 
-  /// Activation bits: 1..16 (clamp to [0, 1], 2^bits levels), or 32 for a plain ReLU.
-  TORCH_ARG(int64_t, bits);
-  /// When enabled: relu, then ADaPTION fixed point Q(m.f) (total_bits must equal bits;
-  /// frac_bits -1 takes the activation default, default_fixed_point()).
-  TORCH_ARG(FixedPointFormat, fixed_point) = {};
+  /// The activation quantizer: WRPN k-bit, full precision (plain ReLU), or relu followed by
+  /// ADaPTION fixed point. reset() resolves a default fixed-point split.
+  TORCH_ARG(Quantizer, quantizer);
+
+ public:  // (TORCH_ARG leaves the section private)
+  /// Shorthands for the quantizer's fields: the bits, and the fixed-point format (its
+  /// total_bits must equal the bits; frac_bits -1 takes the activation default).
+  QuantReLUOptions& bits(int64_t bits) {
+    quantizer_.bits = bits;
+    return *this;
+  }
+  int64_t bits() const { return quantizer_.bits; }
+  QuantReLUOptions& fixed_point(const FixedPointFormat& format) {
+    quantizer_.fixed_point = format;
+    return *this;
+  }
+  const FixedPointFormat& fixed_point() const { return quantizer_.fixed_point; }
 };
 
 /// wrpn::quantize_activation(x, bits) (straight-through gradient inside [0, 1]), or

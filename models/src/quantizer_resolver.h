@@ -1,6 +1,6 @@
 #pragma once
-// Resolves per-layer bits while a model is built and checks afterwards that every precision
-// override named a layer the model has.
+// Resolves the precision config into one quantizer per layer while a model is built, and checks
+// afterwards that every precision override named a layer the model has.
 
 #include <c10/util/Exception.h>
 
@@ -13,14 +13,20 @@ namespace wrpn {
 namespace models {
 namespace detail {
 
-class BitsResolver {
+class QuantizerResolver {
  public:
-  explicit BitsResolver(const PrecisionConfig& config) : config_(config) {}
+  explicit QuantizerResolver(const PrecisionConfig& config) : config_(config) {}
 
-  /// The bits of module `name`: its override, else `default_bits`.
-  int64_t operator()(const std::string& name, int64_t default_bits) {
+  /// The weight quantizer of conv/FC `name` whose bits are `default_bits` unless overridden.
+  nn::Quantizer weight(const std::string& name, int64_t default_bits) {
     names_.push_back(name);
-    return config_.bits_for(name, default_bits);
+    return config_.quantizer_for(name, LayerRole::kWeight, default_bits);
+  }
+
+  /// The activation quantizer `name` whose bits are `default_bits` unless overridden.
+  nn::Quantizer activation(const std::string& name, int64_t default_bits) {
+    names_.push_back(name);
+    return config_.quantizer_for(name, LayerRole::kActivation, default_bits);
   }
 
   /// Throws c10::Error if an override names a module no call asked about.
@@ -39,8 +45,6 @@ class BitsResolver {
     TORCH_CHECK(false, "precision override \"", name, "\" names no quantizable layer of ", model,
                 "; its layers are: ", known);
   }
-
- public:
 
  private:
   const PrecisionConfig& config_;

@@ -1,5 +1,6 @@
 #pragma once
-/// Umbrella header: everything a LibTorch project needs from wrpn.
+/// Umbrella header: everything a LibTorch project needs from wrpn (every floor: core, zoo,
+/// training). It lives in the top floor, the only one that may include all the others.
 
 #include <wrpn/analysis.h>
 #include <wrpn/data.h>
@@ -9,13 +10,16 @@
 #include <wrpn/models/packed.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/models/resnet.h>
-#include <wrpn/nn/fixed_point.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/nn/layers.h>
 #include <wrpn/nn/observer.h>
 #include <wrpn/nn/quant_conv.h>
 #include <wrpn/nn/quant_linear.h>
 #include <wrpn/nn/quant_relu.h>
+#include <wrpn/nn/quantizer.h>
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
 #include <wrpn/train/distill.h>
+#include <wrpn/train/utils.h>
+#include <wrpn/util/fs.h>
 #include <wrpn/version.h>

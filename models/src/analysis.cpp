@@ -11,10 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "wrpn/nn/layers.h"
 #include "wrpn/nn/observer.h"
-#include "wrpn/nn/quant_conv.h"
-#include "wrpn/nn/quant_linear.h"
-#include "wrpn/nn/quant_relu.h"
 
 namespace wrpn {
 namespace analysis {
@@ -511,27 +509,20 @@ struct ModelAnalyzer::State {
       first_call_of_batch = false;
       if (call.input.defined() && call.input.dim() >= 1) samples += call.input.size(0);
     }
-    if (const auto* conv = dynamic_cast<const nn::QuantConv2dImpl*>(call.module)) {
-      const auto& o = conv->options;
-      auto& l = layer(call.module, "conv", o.weight_bits(), o.fixed_point(), LayerRole::kWeight);
-      weight_stats(l, conv->weight, call.weight);
+    nn::QuantizedLayer q;
+    if (!nn::as_quantized_layer(*call.module, q)) return;
+    auto& l = layer(call.module, q.kind_name(), q.quantizer().bits, q.quantizer().fixed_point,
+                    q.role());
+    if (q.has_weight()) weight_stats(l, q.weight(), call.weight);
+    if (q.kind == nn::LayerKind::kConv2d) {
+      const auto& o = q.conv->options;
       l.report.macs += conv_mac_sparsity(call.input, call.weight, o.stride(), o.padding(),
                                          o.dilation(), o.groups());
-      l.activation.add(call.input);
-      ++l.report.calls;
-    } else if (const auto* fc = dynamic_cast<const nn::QuantLinearImpl*>(call.module)) {
-      auto& l = layer(call.module, "linear", fc->options.weight_bits(), fc->options.fixed_point(),
-                      LayerRole::kWeight);
-      weight_stats(l, fc->weight, call.weight);
+    } else if (q.kind == nn::LayerKind::kLinear) {
       l.report.macs += linear_mac_sparsity(call.input, call.weight);
-      l.activation.add(call.input);
-      ++l.report.calls;
-    } else if (const auto* act = dynamic_cast<const nn::QuantReLUImpl*>(call.module)) {
-      auto& l = layer(call.module, "act", act->options.bits(), act->options.fixed_point(),
-                      LayerRole::kActivation);
-      l.activation.add(call.output);
-      ++l.report.calls;
     }
+    l.activation.add(q.has_weight() ? call.input : call.output);
+    ++l.report.calls;
   }
 };
 

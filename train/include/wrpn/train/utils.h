@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "wrpn/util/fs.h"
+
 namespace wrpn::train {
 
 /// A learning-rate schedule over epochs, with linear warm-up.
@@ -67,27 +69,19 @@ class Progress {
 /// Seconds as "1h02m", "3m05s" or "12s".
 std::string format_duration(double seconds);
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a temp
-/// file in the same directory, fsync, rename, fsync of the directory. Creates parent dirs.
-void atomic_write(const std::string& path, const std::string& bytes);
-
-/// Reads a whole file; throws naming the path if it cannot be read.
-std::string read_file(const std::string& path);
-
-/// File-system helpers on plain POSIX calls. (LibTorch's wheel exports its own copies of some
-/// std::filesystem symbols, which can bind in place of libstdc++'s and crash, so wrpn avoids
-/// std::filesystem: pytorch/pytorch#133437.)
-bool path_exists(const std::string& path);
-/// Creates `path` and its missing parents (like mkdir -p); throws naming the path on failure.
-void make_directories(const std::string& path);
-/// Removes a file if it exists; throws naming the path on other failures.
-void remove_file(const std::string& path);
-/// The directory part of `path` ("" when it has none).
-std::string parent_path(const std::string& path);
-/// `dir` + "/" + `name`.
-std::string join_path(const std::string& dir, const std::string& name);
-
-/// Appends one line to `path` and fsyncs it, so a finished epoch's metrics survive a crash.
-void append_line(const std::string& path, const std::string& line);
+/// The file helpers of wrpn/util/fs.h under their training names: atomic_write creates missing
+/// parent directories.
+inline void atomic_write(const std::string& path, const std::string& bytes) {
+  fs::atomic_write(path, bytes, /*make_parents=*/true);
+}
+inline std::string read_file(const std::string& path) { return fs::read_file(path); }
+inline std::string join_path(const std::string& dir, const std::string& name) {
+  return fs::join(dir, name);
+}
+using fs::append_line;
+using fs::make_directories;
+using fs::parent_path;
+using fs::path_exists;
+using fs::remove_file;
 
 }  // namespace wrpn::train

@@ -6,81 +6,10 @@
 #include <cmath>
 #include <set>
 
+#include "precision_json.h"
 #include "wrpn/ops.h"
-#include "wrpn/src/nn/precision_json.h"
 
 namespace wrpn {
-
-bool is_valid_bits(int64_t bits) {
-  return (bits >= kMinBits && bits <= kMaxBits) || bits == kFullPrecisionBits;
-}
-
-void check_bits(int64_t bits, const std::string& what) {
-  TORCH_CHECK(is_valid_bits(bits), what, " = ", bits, ": expected ", kMinBits, "..", kMaxBits,
-              " bits, or ", kFullPrecisionBits, " for full precision");
-}
-
-// ---- fixed point ----
-
-FixedPointFormat default_fixed_point(int64_t total_bits, LayerRole role) {
-  TORCH_CHECK(total_bits >= 2 && total_bits <= kMaxBits, "fixed point: total_bits = ", total_bits,
-              ": expected 2..", kMaxBits);
-  FixedPointFormat f;
-  f.total_bits = total_bits;
-  f.frac_bits = role == LayerRole::kWeight ? total_bits - 2 : total_bits / 2;
-  return f;
-}
-
-FixedPointFormat FixedPointFormat::resolved(LayerRole role) const {
-  if (!enabled() || frac_bits >= 0) return *this;
-  FixedPointFormat f = default_fixed_point(total_bits, role);
-  f.stochastic = stochastic;
-  return f;
-}
-
-std::string FixedPointFormat::to_string() const {
-  if (!enabled()) return "none";
-  std::string s = frac_bits < 0 ? fmt::format("fixed{}", total_bits)
-                                 : fmt::format("Q{}.{}", total_bits - frac_bits, frac_bits);
-  return stochastic ? s + "s" : s;
-}
-
-FixedPointFormat FixedPointFormat::parse(const std::string& text) {
-  auto fail = [&]() {
-    TORCH_CHECK(false, "fixed-point format \"", text,
-                "\": expected Q<m>.<f> (m integer bits with the sign, f fraction bits, m >= 1, "
-                "m + f in 2..16, e.g. Q2.14) or fixed<N> (N in 2..16), optionally followed by "
-                "'s' for stochastic rounding (e.g. Q2.14s)");
-  };
-  std::string t = text;
-  FixedPointFormat f;
-  if (!t.empty() && t.back() == 's') {
-    f.stochastic = true;
-    t.pop_back();
-  }
-  auto parse_int = [&](const std::string& digits) -> int64_t {
-    if (digits.empty() || digits.size() > 3 ||
-        digits.find_first_not_of("0123456789") != std::string::npos) {
-      fail();
-    }
-    return std::stoll(digits);
-  };
-  if (t.rfind("fixed", 0) == 0) {
-    f.total_bits = parse_int(t.substr(5));
-    f.frac_bits = -1;
-  } else if (!t.empty() && (t[0] == 'Q' || t[0] == 'q')) {
-    const auto dot = t.find('.');
-    if (dot == std::string::npos) fail();
-    const int64_t m = parse_int(t.substr(1, dot - 1));
-    f.frac_bits = parse_int(t.substr(dot + 1));
-    f.total_bits = m + f.frac_bits;
-    if (m < 1) fail();
-  } else {
-    fail();
-  }
-  if (f.total_bits < 2 || f.total_bits > kMaxBits) fail();
-  return f;
-}
 
 PrecisionConfig PrecisionConfig::make(int64_t weight_bits, int64_t act_bits, double width) {
   PrecisionConfig c;
@@ -145,6 +74,14 @@ FixedPointFormat PrecisionConfig::fixed_point_for(const std::string& name, Layer
   FixedPointFormat d = default_fixed_point(bits, role);
   d.stochastic = fixed_stochastic;
   return d;
+}
+
+nn::Quantizer PrecisionConfig::quantizer_for(const std::string& name, LayerRole role,
+                                             int64_t default_bits) const {
+  nn::Quantizer q;
+  q.bits = bits_for(name, default_bits);
+  q.fixed_point = fixed_point_for(name, role, q.bits);
+  return q.resolved(role, name);
 }
 
 bool PrecisionConfig::is_full_precision() const {

@@ -1,6 +1,5 @@
 #pragma once
-/// ADaPTION's range and sparsity measurements (Milde et al., arXiv 1711.04713; spec.md,
-/// "ADaPTION fixed point"): value ranges per layer, the Q(m.f) range search, exact zero fractions
+/// ADaPTION's range and sparsity measurements (Milde et al., arXiv 1711.04713): value ranges per layer, the Q(m.f) range search, exact zero fractions
 /// and the share of MACs a zero-skipping engine would skip (Venkatesh et al., arXiv 1610.00324).
 ///
 /// Everything here works on plain tensors and on any torch::nn::Module built from
@@ -106,7 +105,7 @@ struct FixedPointChoice {
   std::string to_json(int indent = 2) const;
 };
 
-/// ADaPTION's range search (spec.md) on measured values. Saturation at m magnitude bits means
+/// ADaPTION's range search on measured values. Saturation at m magnitude bits means
 /// |x| > 2^m (the clamp bound of Q(m+1).f is 2^m - 2^-f, one LSB lower: values in between lose
 /// less than an LSB, like rounding). m starts as the smallest integer with max|x| <= 2^m and
 /// decreases while fewer than `threshold` of the finite values (zeros included) would saturate

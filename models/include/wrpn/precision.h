@@ -1,56 +1,15 @@
 #pragma once
-/// WRPN's knobs for a whole model: bit widths, width multiplier, which layers stay fp32, and
-/// per-layer overrides (spec.md, "Width multiplier"). Plain data with JSON text I/O, so the
-/// public header needs neither LibTorch nor a JSON library.
+/// The zoo's precision policy for a whole model: bit widths, width multiplier, which layers stay
+/// fp32, where residual networks quantize, and per-layer overrides. A model builder resolves it
+/// into one nn::Quantizer per layer (quantizer_for()). Plain data with JSON text I/O.
 
 #include <cstdint>
 #include <map>
 #include <string>
 
+#include "wrpn/nn/quantizer.h"
+
 namespace wrpn {
-
-/// "32 bits": full precision. A module set to it skips the quantizer.
-constexpr int64_t kFullPrecisionBits = 32;
-
-/// True for the bit widths modules accept: 1..16 (the quantizer ops) or 32 (full precision).
-bool is_valid_bits(int64_t bits);
-
-/// Throws c10::Error naming `what` and the allowed values unless `bits` is 1..16 or 32.
-void check_bits(int64_t bits, const std::string& what);
-
-/// The role of a quantized layer, which picks the default fixed-point format.
-enum class LayerRole { kWeight, kActivation };
-
-/// ADaPTION fixed point Q(m.f) for one layer (spec.md, "ADaPTION fixed point"): total_bits =
-/// m + f, the sign bit inside m. Text form "Q3.13" (m = 3, f = 13), or "fixed16" for the default
-/// split of 16 bits by role (default_fixed_point()); a trailing "s" ("Q3.13s") asks for
-/// stochastic rounding while training.
-struct FixedPointFormat {
-  /// 2..16 (the module bit range); 0: not fixed point.
-  int64_t total_bits = 0;
-  /// 0..total_bits - 1; -1: the default for the layer's role (default_fixed_point()).
-  int64_t frac_bits = -1;
-  /// Stochastic rounding in training (evaluation always rounds half to even).
-  bool stochastic = false;
-
-  bool enabled() const { return total_bits > 0; }
-  /// m, sign bit included (needs frac_bits >= 0).
-  int64_t int_bits() const { return total_bits - frac_bits; }
-  /// This format with frac_bits resolved for `role` when it is -1.
-  FixedPointFormat resolved(LayerRole role) const;
-  /// "Q3.13", "Q3.13s", "fixed16" (frac_bits -1).
-  std::string to_string() const;
-  /// Parses to_string()'s forms; throws c10::Error naming the text and the accepted forms.
-  static FixedPointFormat parse(const std::string& text);
-  bool operator==(const FixedPointFormat& o) const {
-    return total_bits == o.total_bits && frac_bits == o.frac_bits && stochastic == o.stochastic;
-  }
-};
-
-/// The format "fixed<N>" means: weights Q2.(N-2) (range about [-2, 2), which holds the
-/// weights of a BatchNorm network), activations Q(ceil(N/2)).(floor(N/2)). wrpn_analyze's range
-/// search picks per-layer formats instead.
-FixedPointFormat default_fixed_point(int64_t total_bits, LayerRole role);
 
 /// Bit widths, width multiplier and per-layer exceptions of one model.
 ///
@@ -74,8 +33,7 @@ struct PrecisionConfig {
   /// quantizes its input once for the convs that read it. true: a quantizer replaces that ReLU
   /// too, so blocks pass k-bit activations to each other (what replacing every ReLU module
   /// gives, as Distiller's WRPN quantizer does). Every quantized
-  /// conv reads a k-bit activation either way; on the digits data a 4-bit ResNet-20 trains far
-  /// faster with false.
+  /// conv reads a k-bit activation either way (the README compares the two).
   bool quantized_residual = false;
   /// Bits by module name (as in named_modules(), e.g. "layer1.0.conv2" or "layer1.0.act1"):
   /// weight bits for a conv/FC, activation bits for an activation quantizer; 32 is fp32.
@@ -107,6 +65,11 @@ struct PrecisionConfig {
   /// The fixed-point format of layer `name` whose bits (bits_for) are `bits`, resolved for
   /// `role`; disabled (total_bits 0) for WRPN and fp32 layers.
   FixedPointFormat fixed_point_for(const std::string& name, LayerRole role, int64_t bits) const;
+
+  /// The quantizer of layer `name` in `role` whose bits are `default_bits` unless an entry
+  /// names it: bits_for() and fixed_point_for() in one resolved descriptor.
+  nn::Quantizer quantizer_for(const std::string& name, LayerRole role,
+                              int64_t default_bits) const;
 
   /// True when every quantizer is off (all bits 32, overrides included).
   bool is_full_precision() const;

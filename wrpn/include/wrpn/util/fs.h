@@ -1,0 +1,45 @@
+#pragma once
+/// File-system helpers on plain POSIX calls: crash-safe writes, whole-file reads, paths.
+/// std::filesystem is avoided on purpose: the PyTorch wheels' libtorch.so exports statically
+/// linked copies of some std::filesystem functions that calls from other code can bind to, and
+/// some of them crash (pytorch/pytorch issue 133437).
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wrpn {
+namespace fs {
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one: a
+/// temporary file in the same directory, fsync, rename over `path`, fsync of the directory.
+/// `make_parents` creates missing parent directories first. On failure the temporary file is
+/// removed and c10::Error says "cannot write '<path>': <step> failed: <OS error>".
+void atomic_write(const std::string& path, std::string_view bytes, bool make_parents = true);
+
+/// The whole file. Throws c10::Error "cannot open <what>: <OS error>" (or "cannot read ..."),
+/// `what` defaulting to the quoted path.
+std::string read_file(const std::string& path, const std::string& what = "");
+
+/// Appends `line` and a newline to `path` (created with its parents) and fsyncs it.
+void append_line(const std::string& path, const std::string& line);
+
+bool path_exists(const std::string& path);
+bool is_directory(const std::string& path);
+bool is_regular_file(const std::string& path);
+/// Creates `path` and its missing parents (like mkdir -p); throws naming the path on failure.
+void make_directories(const std::string& path);
+/// Removes a file if it exists; throws naming the path on other failures.
+void remove_file(const std::string& path);
+/// The directory part of `path` ("" when it has none, "/" for a file in the root).
+std::string parent_path(const std::string& path);
+/// `dir` + "/" + `name` (no doubled slash; `name` alone when `dir` is empty).
+std::string join(const std::string& dir, const std::string& name);
+/// Names in `dir` (following symbolic links) that are directories (`want_dirs`) or regular
+/// files, sorted; empty when `dir` cannot be read.
+std::vector<std::string> list_directory(const std::string& dir, bool want_dirs);
+/// The extension of the last path component including the dot, lower-cased ("" if none).
+std::string lower_extension(const std::string& path);
+
+}  // namespace fs
+}  // namespace wrpn
