@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
     app.add_option("--sample", rq.options.range.sample_capacity,
                    "values kept per layer for the percentiles (exact up to this many)")
         ->capture_default_str();
-    wrpn::cli::add_json_flag(app, json_out, "write everything (percentiles and histograms too) here");
+    wrpn::cli::add_json_flag(app, json_out,
+                             "write everything (percentiles and histograms too) here");
     app.add_option("--precision-out", precision_out,
                    "write the fixed-point precision config (for --precision-config) here");
     wrpn::cli::add_device_flag(app, rq.device);

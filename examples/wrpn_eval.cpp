@@ -27,8 +27,7 @@ int main(int argc, char** argv) {
     wrpn::cli::add_device_flag(app, device);
     wrpn::cli::add_batch_size_flag(app, batch_size, "batch size");
     app.add_option("--limit", limit, "evaluate only the first N images");
-    app.add_option("--image-size", image_size, "folder datasets: crop size")
-        ->capture_default_str();
+    app.add_option("--image-size", image_size, "folder datasets: crop size")->capture_default_str();
     wrpn::cli::add_threads_flag(app, threads);
     wrpn::cli::add_json_flag(app, json_out, "also write the result to this JSON file");
     if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;

@@ -6,8 +6,8 @@
 #include <fmt/format.h>
 #include <wrpn/cli/flags.h>
 #include <wrpn/cli/program.h>
-#include <wrpn/wrpn.h>
 #include <wrpn/train/options.h>
+#include <wrpn/wrpn.h>
 
 #include <iostream>
 #include <nlohmann/json.hpp>

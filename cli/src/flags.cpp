@@ -1,7 +1,6 @@
-#include <wrpn/cli/flags.h>
-
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <wrpn/cli/flags.h>
 #include <wrpn/train/utils.h>
 
 #include <nlohmann/json.hpp>
@@ -12,12 +11,18 @@ namespace {
 
 const char* group_name(train::OptionGroup g) {
   switch (g) {
-    case train::OptionGroup::kModel: return "Model";
-    case train::OptionGroup::kData: return "Data";
-    case train::OptionGroup::kOptimization: return "Optimization";
-    case train::OptionGroup::kDistillation: return "Distillation";
-    case train::OptionGroup::kMachine: return "Machine";
-    case train::OptionGroup::kOutput: return "Output";
+    case train::OptionGroup::kModel:
+      return "Model";
+    case train::OptionGroup::kData:
+      return "Data";
+    case train::OptionGroup::kOptimization:
+      return "Optimization";
+    case train::OptionGroup::kDistillation:
+      return "Distillation";
+    case train::OptionGroup::kMachine:
+      return "Machine";
+    case train::OptionGroup::kOutput:
+      return "Output";
   }
   return "Options";
 }
@@ -78,10 +83,9 @@ PrecisionFlags::PrecisionFlags(CLI::App& app, PrecisionConfig& target)
       app.add_option("--weight-bits", weight_bits_, "weight bits: 1..16, or 32 for fp32")
           ->capture_default_str()
           ->group(group);
-  act_bits_opt_ =
-      app.add_option("--act-bits", act_bits_, "activation bits: 1..16, or 32 for ReLU")
-          ->capture_default_str()
-          ->group(group);
+  act_bits_opt_ = app.add_option("--act-bits", act_bits_, "activation bits: 1..16, or 32 for ReLU")
+                      ->capture_default_str()
+                      ->group(group);
   app.add_flag("--quantize-first", quantize_first_, "quantize the first conv too (default: fp32)")
       ->group(group);
   app.add_flag("--quantize-last", quantize_last_, "quantize the last FC too (default: fp32)")
@@ -169,8 +173,9 @@ void load_config_arg(int argc, char** argv, train::TrainOptions& o) {
 }
 
 TrainFlags::TrainFlags(CLI::App& app, train::TrainOptions& o) : o_(o) {
-  app.add_option("--config", "training options as JSON (keys as in a run's options.json); "
-                             "flags given beside it override its values")
+  app.add_option("--config",
+                 "training options as JSON (keys as in a run's options.json); "
+                 "flags given beside it override its values")
       ->check(CLI::ExistingFile);
   model_ = std::make_unique<ModelFlags>(app, o);
   for (const auto& d : train::train_option_table()) {

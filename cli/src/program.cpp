@@ -1,7 +1,6 @@
-#include <wrpn/cli/program.h>
-
 #include <c10/util/Exception.h>
 #include <unistd.h>
+#include <wrpn/cli/program.h>
 #include <wrpn/train/trainer.h>
 
 #include <csignal>
@@ -16,7 +15,8 @@ void on_signal(int) {
   static volatile std::sig_atomic_t count = 0;
   if (++count > 1) std::_Exit(130);
   train::request_stop();
-  const char msg[] = "\nstopping after this epoch (its checkpoint is kept); press again to quit now\n";
+  const char msg[] =
+      "\nstopping after this epoch (its checkpoint is kept); press again to quit now\n";
   (void)!::write(2, msg, sizeof msg - 1);
 }
 

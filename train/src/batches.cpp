@@ -55,8 +55,9 @@ torch::data::Example<> get_batch(data::AnyDataset& ds, const torch::Tensor& idx,
 }
 
 Splits open_splits(const TrainOptions& o) {
-  Splits s{data::open_dataset(o.dataset, o.data_root, data::Split::Train, dataset_options(o, true)),
-           data::open_dataset(o.dataset, o.data_root, data::Split::Test, dataset_options(o, false))};
+  Splits s{
+      data::open_dataset(o.dataset, o.data_root, data::Split::Train, dataset_options(o, true)),
+      data::open_dataset(o.dataset, o.data_root, data::Split::Test, dataset_options(o, false))};
   s.n_train = split_size(s.train, o.limit_train);
   s.n_test = split_size(s.test, o.limit_test);
   TORCH_CHECK_VALUE(s.n_train >= 2, "the training split of '", o.dataset, "' has ", s.n_train,

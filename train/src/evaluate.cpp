@@ -11,8 +11,7 @@
 namespace wrpn::train {
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 Autocast::Autocast(bool on) : on_(on) {
@@ -48,9 +47,10 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
       logits = model.forward(x);
     }
     logits = logits.to(torch::kFloat);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     c1 += topk_correct(logits, y, 1);
     c5 += topk_correct(logits, y, 5);
   }
@@ -69,8 +69,8 @@ nlohmann::json eval_json(const EvalResult& r, const std::string& prefix) {
 }
 
 nlohmann::json EvalResult::to_json() const {
-  return {{"images", images},   {"loss", loss},       {"top1", top1},
-          {"top5", top5},       {"seconds", seconds}, {"images_per_second", images_per_second}};
+  return {{"images", images}, {"loss", loss},       {"top1", top1},
+          {"top5", top5},     {"seconds", seconds}, {"images_per_second", images_per_second}};
 }
 
 torch::Device resolve_device(const std::string& name) {
@@ -83,8 +83,8 @@ torch::Device resolve_device(const std::string& name) {
 
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
                                const std::string& data_root, const std::string& split,
-                               const std::string& device_name, int64_t batch_size,
-                               int64_t limit, int64_t image_size) {
+                               const std::string& device_name, int64_t batch_size, int64_t limit,
+                               int64_t image_size) {
   TORCH_CHECK_VALUE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
   const torch::Device device = resolve_device(device_name);
   models::CheckpointMeta meta;
@@ -93,12 +93,13 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string&
   TrainOptions o;
   o.dataset = dataset;
   o.image_size = image_size;
-  auto ds = data::open_dataset(dataset, data_root, data::parse_split(split),
-                               dataset_options(o, false));
-  TORCH_CHECK_VALUE(ds.channels() == meta.spec.in_channels && ds.num_classes() == meta.spec.num_classes,
-                    checkpoint, " was trained on ", meta.spec.in_channels, "-channel images with ",
-                    meta.spec.num_classes, " classes, but '", dataset, "' has ", ds.channels(),
-                    " channels and ", ds.num_classes(), " classes");
+  auto ds =
+      data::open_dataset(dataset, data_root, data::parse_split(split), dataset_options(o, false));
+  TORCH_CHECK_VALUE(
+      ds.channels() == meta.spec.in_channels && ds.num_classes() == meta.spec.num_classes,
+      checkpoint, " was trained on ", meta.spec.in_channels, "-channel images with ",
+      meta.spec.num_classes, " classes, but '", dataset, "' has ", ds.channels(), " channels and ",
+      ds.num_classes(), " classes");
   return evaluate(*model, ds, EvalSetup{limit, device, batch_size, 2, false});
 }
 

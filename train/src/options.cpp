@@ -189,7 +189,8 @@ void validate_distillation(const TrainOptions& o) {
   }
   TORCH_CHECK_VALUE(o.label_smoothing == 0,
                     "--label-smoothing is not used with distillation (the soft term replaces it); "
-                    "got ", o.label_smoothing);
+                    "got ",
+                    o.label_smoothing);
   TORCH_CHECK_VALUE(!o.teacher.empty(), "--distill-scheme ", s, " needs --teacher: ",
                     s == "A" ? "a zoo model name (e.g. resnet20) or a checkpoint"
                              : "the checkpoint of a trained teacher");
@@ -214,11 +215,13 @@ void validate_distillation(const TrainOptions& o) {
                       c10::Join(", ", models::list_models()), ")");
     TORCH_CHECK_VALUE(default_teacher_precision,
                       "--teacher-width / --teacher-weight-bits / --teacher-act-bits describe a "
-                      "zoo-model teacher; the checkpoint '", o.teacher, "' holds its own");
+                      "zoo-model teacher; the checkpoint '",
+                      o.teacher, "' holds its own");
   }
   TORCH_CHECK_VALUE(s != "A" || o.distill.alpha > 0,
                     "--distill-scheme A trains the teacher through the alpha term: "
-                    "--distill-alpha must be > 0, got ", o.distill.alpha);
+                    "--distill-alpha must be > 0, got ",
+                    o.distill.alpha);
 }
 
 }  // namespace

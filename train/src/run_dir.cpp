@@ -60,8 +60,8 @@ ResumeState RunDir::resume(models::ClassifierImpl& model, torch::optim::Optimize
   const std::string last = this->last();
   const auto meta = models::read_checkpoint(last);
   TORCH_CHECK_VALUE(meta.spec == model.spec(), "--resume: ", last, " holds a different model (",
-                    meta.spec.to_json(-1), ") than these options build (",
-                    model.spec().to_json(-1), ")");
+                    meta.spec.to_json(-1), ") than these options build (", model.spec().to_json(-1),
+                    ")");
   const json extra = json::parse(meta.info.extra_json);
   const std::string was_scheme = extra.contains("options")
                                      ? extra["options"].value("distill_scheme", std::string())

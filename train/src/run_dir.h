@@ -44,8 +44,8 @@ class RunDir {
   void start_fresh() const;
   /// Loads last.ckpt into `model`, `opt` and `teacher` after checking that it was written for
   /// these options, and keeps the metrics of the epochs it holds. Throws naming the mismatch.
-  ResumeState resume(models::ClassifierImpl& model, torch::optim::Optimizer& opt,
-                     Teacher* teacher, const std::string& scheme, torch::Device device) const;
+  ResumeState resume(models::ClassifierImpl& model, torch::optim::Optimizer& opt, Teacher* teacher,
+                     const std::string& scheme, torch::Device device) const;
 
   void write_options(const TrainOptions& o) const;
   void append_metrics(const nlohmann::json& line) const;

@@ -46,15 +46,13 @@ class JointTeacher final : public Teacher {
   JointTeacher(const TrainOptions& o, models::Classifier m, const RunDir& dir)
       : Teacher(o, std::move(m), dir) {}
 
-  std::vector<torch::Tensor> trainable_parameters() const override {
-    return model_->parameters();
-  }
+  std::vector<torch::Tensor> trainable_parameters() const override { return model_->parameters(); }
   void check_resume(const json& extra) const override {
     const std::string was =
         extra.contains("distill") ? extra["distill"].value("teacher_spec", json()).dump() : "";
-    TORCH_CHECK_VALUE(was == json::parse(model_->spec().to_json(-1)).dump(), "--resume: ",
-                      last_path_, " trained another teacher (", was, ") than these options build (",
-                      model_->spec().to_json(-1), ")");
+    TORCH_CHECK_VALUE(was == json::parse(model_->spec().to_json(-1)).dump(),
+                      "--resume: ", last_path_, " trained another teacher (", was,
+                      ") than these options build (", model_->spec().to_json(-1), ")");
   }
   void load_state(torch::serialize::InputArchive& blob, const json& extra) override {
     torch::serialize::InputArchive t;
@@ -176,8 +174,8 @@ void Teacher::load_state(torch::serialize::InputArchive& blob, const json& extra
   if (extra.contains("distill")) start_ = extra["distill"].value("start", json::object());
 }
 
-void Teacher::start(models::ClassifierImpl& student, data::AnyDataset& test,
-                    const EvalSetup& setup, bool resuming, const Say& say) {
+void Teacher::start(models::ClassifierImpl& student, data::AnyDataset& test, const EvalSetup& setup,
+                    bool resuming, const Say& say) {
   const std::string source = teacher_is_zoo_model(o_.teacher) ? "zoo model " : "checkpoint ";
   say("distillation scheme " + o_.distill_scheme + " from the teacher " + source + o_.teacher +
       " (" + model_->spec().name + " " + model_->spec().precision.short_name() + "), " +

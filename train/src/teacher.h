@@ -79,7 +79,7 @@ class Teacher {
   std::string path_;       ///< teacher.ckpt
   std::string last_path_;  ///< the student's last.ckpt
   int64_t parameters_ = 0;
-  EvalResult test_;                                   ///< the teacher's last test result
+  EvalResult test_;                                  ///< the teacher's last test result
   nlohmann::json start_ = nlohmann::json::object();  ///< scheme C: the student before training
   // Per-image sums of the distillation terms and the teacher's training accuracy, this epoch.
   double teacher_ce_sum_ = 0, student_ce_sum_ = 0, soft_sum_ = 0;

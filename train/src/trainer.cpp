@@ -1,9 +1,8 @@
-#include <wrpn/train/trainer.h>
-
 #include <torch/torch.h>
 #include <wrpn/models/cost.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/version.h>
 
 #include <atomic>
@@ -72,14 +71,15 @@ int64_t count_parameters(const models::ClassifierImpl& model) {
 
 void say_start(const Run& r) {
   const TrainOptions& o = r.o;
-  r.say("wrpn " + std::string(kVersion) + ": " + o.model + " " + o.precision.short_name() +
-        " on " + o.dataset + " (" + std::to_string(r.data.n_train) + " train / " +
+  r.say("wrpn " + std::string(kVersion) + ": " + o.model + " " + o.precision.short_name() + " on " +
+        o.dataset + " (" + std::to_string(r.data.n_train) + " train / " +
         std::to_string(r.data.n_test) + " test images), " + std::to_string(r.n_params) +
         " parameters, device " + r.device.str() + ", " + std::to_string(at::get_num_threads()) +
         " threads");
   const std::string init_name =
-      o.distill_scheme == "C" ? "loaded from " + (o.student_init.empty() ? o.teacher : o.student_init)
-                              : o.resolved_init();
+      o.distill_scheme == "C"
+          ? "loaded from " + (o.student_init.empty() ? o.teacher : o.student_init)
+          : o.resolved_init();
   char buf[256];
   std::snprintf(buf, sizeof buf, "quantized weights at zero after init (%s): %.1f%%",
                 init_name.c_str(), 100.0 * r.init_zero_fraction);
@@ -98,9 +98,8 @@ void prepare(Run& r) {
   r.init_zero_fraction = models::cost_report(*r.model, 0, 0, false).totals.zero_fraction;
   r.model->to(r.device);
   r.n_params = count_parameters(*r.model);
-  r.groups = make_param_groups(*r.model, o,
-                               r.teacher ? r.teacher->trainable_parameters()
-                                         : std::vector<torch::Tensor>{});
+  r.groups = make_param_groups(
+      *r.model, o, r.teacher ? r.teacher->trainable_parameters() : std::vector<torch::Tensor>{});
   r.opt = std::make_unique<torch::optim::SGD>(r.groups.groups, sgd_options(o));
   if (resuming) {
     r.state = r.dir.resume(*r.model, *r.opt, r.teacher.get(), o.distill_scheme, r.device);
@@ -154,8 +153,8 @@ EpochResult train_epoch(Run& r, int64_t epoch) {
                         torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
                             o.label_smoothing));
     const double loss_v = loss.item<double>();
-    TORCH_CHECK(std::isfinite(loss_v), "the training loss became ", loss_v, " at epoch ",
-                epoch + 1, ", batch ", b + 1, "; try a lower --lr (now ", lr, ")");
+    TORCH_CHECK(std::isfinite(loss_v), "the training loss became ", loss_v, " at epoch ", epoch + 1,
+                ", batch ", b + 1, "; try a lower --lr (now ", lr, ")");
     loss.backward();
     if (r.hooks.sync_gradients) r.hooks.sync_gradients(*r.opt);
     r.opt->step();
@@ -204,14 +203,10 @@ int64_t run_epochs(Run& r, EvalResult& ev, double& last_ips, double t_run) {
       r.state.best_top5 = ev.top5;
       r.state.best_epoch = epoch + 1;
     }
-    json line = {{"epoch", epoch + 1},
-                 {"lr", e.lr},
-                 {"train_loss", e.mean_loss},
-                 {"train_top1", e.accuracy},
-                 {"test_loss", ev.loss},
-                 {"test_top1", ev.top1},
-                 {"test_top5", ev.top5},
-                 {"seconds", e.seconds + ev.seconds + teacher_s},
+    json line = {{"epoch", epoch + 1},           {"lr", e.lr},
+                 {"train_loss", e.mean_loss},    {"train_top1", e.accuracy},
+                 {"test_loss", ev.loss},         {"test_top1", ev.top1},
+                 {"test_top5", ev.top5},         {"seconds", e.seconds + ev.seconds + teacher_s},
                  {"images_per_second", last_ips}};
     if (r.teacher) r.teacher->add_epoch_metrics(line, r.data.n_train);
     r.dir.append_metrics(line);

@@ -4,10 +4,10 @@
 /// share (--threads, --device, --json, --quiet, --batch-size, --dataset, --data-root), so that
 /// the same thing has the same flag everywhere.
 
-#include <CLI/CLI.hpp>
 #include <wrpn/precision.h>
 #include <wrpn/train/options.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>

@@ -25,12 +25,12 @@ struct TrainOptions {
   std::string init = "auto";
   // Data.
   std::string dataset = "digits";
-  std::string data_root;    ///< empty: data/<dataset> ($WRPN_DATA_DIR/<dataset>)
-  bool augment = true;      ///< random crop (+ flip except on digits)
+  std::string data_root;     ///< empty: data/<dataset> ($WRPN_DATA_DIR/<dataset>)
+  bool augment = true;       ///< random crop (+ flip except on digits)
   int64_t image_size = 224;  ///< folder datasets only
-  int64_t limit_train = 0;  ///< use only the first N training images (0: all)
-  int64_t limit_test = 0;   ///< use only the first N test images (0: all)
-  int64_t workers = 2;      ///< threads that decode folder images
+  int64_t limit_train = 0;   ///< use only the first N training images (0: all)
+  int64_t limit_test = 0;    ///< use only the first N test images (0: all)
+  int64_t workers = 2;       ///< threads that decode folder images
   // Optimisation.
   int64_t epochs = 12;
   int64_t batch_size = 64;

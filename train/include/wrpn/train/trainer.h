@@ -68,8 +68,8 @@ nlohmann::json fit(const TrainOptions& options, const TrainHooks& hooks = {});
 /// Evaluates a checkpoint's model on a dataset split ("train" or "test") without augmentation.
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
                                const std::string& data_root, const std::string& split,
-                               const std::string& device, int64_t batch_size,
-                               int64_t limit = 0, int64_t image_size = 224);
+                               const std::string& device, int64_t batch_size, int64_t limit = 0,
+                               int64_t image_size = 224);
 
 /// The device `name` names ("auto": CUDA when available).
 torch::Device resolve_device(const std::string& name);
