@@ -6,7 +6,7 @@ get_property(floors GLOBAL PROPERTY WRPN_FLOORS)
 get_property(public_includes GLOBAL PROPERTY WRPN_PUBLIC_INCLUDES)
 list(REMOVE_ITEM public_includes ${PROJECT_SOURCE_DIR})  # the kernels' headers stay private
 target_link_libraries(wrpn PRIVATE ${floors} $<TARGET_NAME_IF_EXISTS:OpenMP::OpenMP_CXX>
-                           PUBLIC ${TORCH_LIBRARIES})
+                           PUBLIC ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json)
 foreach(dir IN LISTS public_includes)
   target_include_directories(wrpn PUBLIC $<BUILD_INTERFACE:${dir}>)
 endforeach()

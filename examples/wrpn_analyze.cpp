@@ -3,39 +3,39 @@
 // engine would skip and the Q(m.f) the range search picks; writes it all as JSON, and the
 // fixed-point precision config that wrpn_train --precision-config accepts.
 
-#include <torch/torch.h>
 #include <wrpn/analysis.h>
+#include <wrpn/cli/flags.h>
+#include <wrpn/cli/program.h>
 #include <wrpn/train/utils.h>
 
 #include <cstdio>
-#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "app/analyze.h"
-#include "app/cli.h"
 
 int main(int argc, char** argv) {
-  return wrpn::app::run_main([&] {
+  return wrpn::cli::run_main([&] {
     CLI::App app{
         "Measure per-layer ranges and sparsity of a wrpn checkpoint and pick Q(m.f) "
         "fixed-point formats (ADaPTION)",
         "wrpn_analyze"};
-    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    wrpn::cli::take_last_value(app);
     wrpn::app::AnalyzeRequest rq;
     std::string percentiles = "0.1,1,50,99,99.9", json_out, precision_out;
     int64_t threads = 0;
     app.add_option("--checkpoint,checkpoint", rq.checkpoint, "a checkpoint written by wrpn_train")
         ->required()
         ->check(CLI::ExistingFile);
-    app.add_option("--dataset", rq.dataset,
-                   "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
-    app.add_option("--data-root", rq.data_root,
-                   "dataset directory (default: the training run's, else data/<dataset>)");
+    wrpn::cli::add_dataset_flag(
+        app, rq.dataset,
+        "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
+    wrpn::cli::add_data_root_flag(
+        app, rq.data_root, "dataset directory (default: the training run's, else data/<dataset>)");
     app.add_option("--split", rq.split, "test or train")
         ->check(CLI::IsMember({"test", "train"}))
         ->capture_default_str();
     app.add_option("--batches", rq.batches, "batches to observe")->capture_default_str();
-    app.add_option("--batch-size", rq.batch_size, "images a batch")->capture_default_str();
+    wrpn::cli::add_batch_size_flag(app, rq.batch_size, "images a batch");
     app.add_option("--image-size", rq.image_size,
                    "folder datasets: crop size (default: the training run's)");
     app.add_option("--seed", rq.seed, "seed of the image choice and of the percentile samples")
@@ -53,17 +53,14 @@ int main(int argc, char** argv) {
     app.add_option("--sample", rq.options.range.sample_capacity,
                    "values kept per layer for the percentiles (exact up to this many)")
         ->capture_default_str();
-    app.add_option("--json", json_out, "write everything (percentiles and histograms too) here");
+    wrpn::cli::add_json_flag(app, json_out,
+                             "write everything (percentiles and histograms too) here");
     app.add_option("--precision-out", precision_out,
                    "write the fixed-point precision config (for --precision-config) here");
-    app.add_option("--device", rq.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
-    app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)");
-    try {
-      app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
-    if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+    wrpn::cli::add_device_flag(app, rq.device);
+    wrpn::cli::add_threads_flag(app, threads);
+    if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;
+    wrpn::cli::set_threads(threads);
     rq.image_size_given = app.get_option("--image-size")->count() > 0;
     rq.options.range.percentiles = wrpn::app::parse_percentiles(percentiles);
 

@@ -1,43 +1,37 @@
 // wrpn_eval: evaluates a checkpoint on a dataset split; prints top-1/top-5, loss and images/s
 // and writes them as JSON.
 
-#include <torch/torch.h>
+#include <wrpn/cli/flags.h>
+#include <wrpn/cli/program.h>
 #include <wrpn/models/checkpoint.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 
 #include <cstdio>
-#include <iostream>
-
-#include "app/cli.h"
-#include "app/train.h"
+#include <nlohmann/json.hpp>
 
 int main(int argc, char** argv) {
-  return wrpn::app::run_main([&] {
+  return wrpn::cli::run_main([&] {
     CLI::App app{"Evaluate a wrpn checkpoint", "wrpn_eval"};
-    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    wrpn::cli::take_last_value(app);
     std::string checkpoint, dataset, root, split = "test", device = "auto", json_out;
     int64_t batch_size = 256, limit = 0, image_size = 224, threads = 0;
     app.add_option("checkpoint", checkpoint, "a checkpoint written by wrpn_train")
         ->required()
         ->check(CLI::ExistingFile);
-    app.add_option("--dataset", dataset,
-                   "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
-    app.add_option("--data-root", root,
-                   "dataset directory (default: the training run's, else data/<dataset>)");
+    wrpn::cli::add_dataset_flag(
+        app, dataset, "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
+    wrpn::cli::add_data_root_flag(
+        app, root, "dataset directory (default: the training run's, else data/<dataset>)");
     app.add_option("--split", split, "train or test")->capture_default_str();
-    app.add_option("--device", device, "auto, cpu, cuda or cuda:N")->capture_default_str();
-    app.add_option("--batch-size", batch_size, "batch size")->capture_default_str();
+    wrpn::cli::add_device_flag(app, device);
+    wrpn::cli::add_batch_size_flag(app, batch_size, "batch size");
     app.add_option("--limit", limit, "evaluate only the first N images");
-    app.add_option("--image-size", image_size, "folder datasets: crop size")
-        ->capture_default_str();
-    app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)");
-    app.add_option("--json", json_out, "also write the result to this JSON file");
-    try {
-      app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
-    if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+    app.add_option("--image-size", image_size, "folder datasets: crop size")->capture_default_str();
+    wrpn::cli::add_threads_flag(app, threads);
+    wrpn::cli::add_json_flag(app, json_out, "also write the result to this JSON file");
+    if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;
+    wrpn::cli::set_threads(threads);
     if (dataset.empty()) {
       // wrpn_train records its options in the checkpoint: evaluate on the same data by default.
       const auto meta = wrpn::models::read_checkpoint(checkpoint);
@@ -49,8 +43,8 @@ int main(int argc, char** argv) {
         image_size = extra["options"].value("image_size", image_size);
       }
     }
-    const auto r = wrpn::app::evaluate_checkpoint(checkpoint, dataset, root, split, device,
-                                                  batch_size, limit, image_size);
+    const auto r = wrpn::train::evaluate_checkpoint(checkpoint, dataset, root, split, device,
+                                                    batch_size, limit, image_size);
     std::printf("%s on %s/%s: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.0f img/s)\n",
                 checkpoint.c_str(), dataset.c_str(), split.c_str(), 100 * r.top1, 100 * r.top5,
                 r.loss, static_cast<long long>(r.images), r.images_per_second);

@@ -8,6 +8,7 @@
 #include <wrpn/nn/quant_conv.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/train/distill.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 
 // After LibTorch: Catch2's CHECK must replace c10's glog-style CHECK.
@@ -21,11 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "app/train.h"
 #include "train_test_helpers.h"
 
 using nlohmann::json;
-using wrpn::app::TrainOptions;
+using wrpn::train::TrainOptions;
 using wrpn::train::DistillLossOptions;
 
 namespace {
@@ -374,7 +374,7 @@ TEST_CASE("distillation options: JSON round trip and clear errors", "[train]") {
   o = small_run(dir + "/run");
   o.distill_scheme = "B";
   o.teacher = other;
-  CHECK_THROWS_WITH(wrpn::app::train(o), Catch::Contains("7 classes") && Catch::Contains("10"));
+  CHECK_THROWS_WITH(wrpn::train::fit(o), Catch::Contains("7 classes") && Catch::Contains("10"));
 }
 
 // ---- The schemes -----------------------------------------------------------------------------
@@ -389,7 +389,7 @@ TEST_CASE("distillation scheme A trains teacher and student jointly and resumes 
     o.distill.temperature = 2.0;
     return o;
   };
-  const json summary = wrpn::app::train(scheme_a(a_dir));
+  const json summary = wrpn::train::fit(scheme_a(a_dir));
 
   const auto rows = read_jsonl(a_dir + "/metrics.jsonl");
   REQUIRE(rows.size() == 2);
@@ -420,19 +420,19 @@ TEST_CASE("distillation scheme A trains teacher and student jointly and resumes 
   // The saved teacher reproduces the recorded teacher accuracy.
   const auto tmeta = wrpn::models::read_checkpoint(a_dir + "/teacher.ckpt");
   CHECK(tmeta.info.epoch == 2);
-  const auto tr = wrpn::app::evaluate_checkpoint(a_dir + "/teacher.ckpt", "digits", digits_root(),
-                                                 "test", "cpu", 64, 64);
+  const auto tr = wrpn::train::evaluate_checkpoint(a_dir + "/teacher.ckpt", "digits", digits_root(),
+                                                   "test", "cpu", 64, 64);
   CHECK(tr.top1 == Approx(rows[1]["teacher_test_top1"].get<double>()).epsilon(1e-12));
 
   // Interrupted after epoch 1 and resumed: the same student, the same teacher.
   TrainOptions b = scheme_a(b_dir);
   b.stop_after = 1;
-  CHECK_FALSE(wrpn::app::train(b)["completed"].get<bool>());
+  CHECK_FALSE(wrpn::train::fit(b)["completed"].get<bool>());
   const auto teacher1 = wrpn::models::load_checkpoint(b_dir + "/teacher.ckpt");
   const auto student1 = wrpn::models::load_checkpoint(b_dir + "/last.ckpt");
   b.stop_after = 0;
   b.resume = true;
-  CHECK(wrpn::app::train(b)["completed"].get<bool>());
+  CHECK(wrpn::train::fit(b)["completed"].get<bool>());
 
   const auto sa = wrpn::models::load_checkpoint(a_dir + "/last.ckpt");
   const auto sb = wrpn::models::load_checkpoint(b_dir + "/last.ckpt");
@@ -461,7 +461,7 @@ TEST_CASE("distillation scheme A trains teacher and student jointly and resumes 
   c.resume = true;
   c.distill_scheme = "";
   c.teacher = "";
-  CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("--distill-scheme A"));
+  CHECK_THROWS_WITH(wrpn::train::fit(c), Catch::Contains("--distill-scheme A"));
 }
 
 TEST_CASE("distillation scheme B keeps a wider pretrained teacher bit-identical", "[train]") {
@@ -471,7 +471,7 @@ TEST_CASE("distillation scheme B keeps a wider pretrained teacher bit-identical"
   TrainOptions o = small_run(dir + "/run");
   o.distill_scheme = "B";
   o.teacher = ckpt;
-  const json summary = wrpn::app::train(o);
+  const json summary = wrpn::train::fit(o);
 
   // teacher.ckpt is the in-memory teacher after training: equal to its source in every
   // parameter and buffer (BatchNorm statistics included).
@@ -481,8 +481,8 @@ TEST_CASE("distillation scheme B keeps a wider pretrained teacher bit-identical"
   CHECK(used->spec() == source->spec());
 
   // The teacher's recorded accuracy is its source's.
-  const auto ref = wrpn::app::evaluate_checkpoint(ckpt, "digits", o.data_root, "test", "cpu",
-                                                  o.eval_batch_size, o.limit_test);
+  const auto ref = wrpn::train::evaluate_checkpoint(ckpt, "digits", o.data_root, "test", "cpu",
+                                                    o.eval_batch_size, o.limit_test);
   const auto rows = read_jsonl(o.run_dir + "/metrics.jsonl");
   REQUIRE(rows.size() == 2);
   for (const auto& r : rows) {
@@ -495,7 +495,7 @@ TEST_CASE("distillation scheme B keeps a wider pretrained teacher bit-identical"
 
   // The student did train, and differently from a run without a teacher.
   TrainOptions plain = small_run(dir + "/plain");
-  wrpn::app::train(plain);
+  wrpn::train::fit(plain);
   const auto s = wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   const auto p = wrpn::models::load_checkpoint(plain.run_dir + "/last.ckpt");
   CHECK(count_changed(*s, *p) > 0);
@@ -526,7 +526,7 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
   // ends with is what it started from.
   TrainOptions o = frozen_scheme_c(dir + "/run", fp32);
   o.student_init_rescale = false;  // the weights exactly as saved (the rescale is tested below)
-  const json summary = wrpn::app::train(o);
+  const json summary = wrpn::train::fit(o);
   CHECK(summary["distill"]["student_init"] == fp32);
   CHECK(summary["distill"]["student_init_rescale"].empty());
 
@@ -543,8 +543,8 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
   auto ref_model = wrpn::models::create_model(student->spec());
   wrpn::models::load_checkpoint_into(fp32, *ref_model);
   wrpn::models::save_checkpoint(dir + "/ref.ckpt", *ref_model);
-  const auto ref = wrpn::app::evaluate_checkpoint(dir + "/ref.ckpt", "digits", o.data_root, "test",
-                                                  "cpu", o.eval_batch_size, o.limit_test);
+  const auto ref = wrpn::train::evaluate_checkpoint(dir + "/ref.ckpt", "digits", o.data_root,
+                                                    "test", "cpu", o.eval_batch_size, o.limit_test);
   const json& start = summary["distill"]["start"];
   CHECK(start["student_init_test_top1"].get<double>() == ref.top1);
   CHECK(start["student_init_test_loss"].get<double>() == Approx(ref.loss).epsilon(1e-6));
@@ -553,7 +553,7 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
   TrainOptions fresh = o;
   fresh.distill_scheme = "B";
   fresh.run_dir = dir + "/fresh";
-  wrpn::app::train(fresh);
+  wrpn::train::fit(fresh);
   const auto f = wrpn::models::load_checkpoint(fresh.run_dir + "/last.ckpt");
   CHECK(count_changed(*f, *student) == static_cast<int>(student->parameters().size()));
 
@@ -563,9 +563,9 @@ TEST_CASE("distillation scheme C starts the student from the fp32 weights", "[tr
   TrainOptions w = o;
   w.teacher = wide;
   w.run_dir = dir + "/wide";
-  CHECK_THROWS_WITH(wrpn::app::train(w), Catch::Contains("--student-init"));
+  CHECK_THROWS_WITH(wrpn::train::fit(w), Catch::Contains("--student-init"));
   w.student_init = fp32;
-  const json ws = wrpn::app::train(w);
+  const json ws = wrpn::train::fit(w);
   CHECK(ws["distill"]["student_init"] == fp32);
   CHECK(ws["distill"]["start"]["student_init_test_top1"].get<double>() == ref.top1);
   const auto wst = wrpn::models::load_checkpoint(w.run_dir + "/last.ckpt");
@@ -581,7 +581,7 @@ TEST_CASE("distillation scheme C fits the fp32 weights to a 2-bit quantizer", "[
   const auto source = save_fp32_model(fp32, 0.5);
   TrainOptions o = frozen_scheme_c(dir + "/run", fp32);
   o.precision = wrpn::PrecisionConfig::make(2, 4, 0.5);
-  const json summary = wrpn::app::train(o);
+  const json summary = wrpn::train::fit(o);
   const json& factors = summary["distill"]["student_init_rescale"];
   const auto student = wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   const auto sp = student->named_parameters();

@@ -1,9 +1,10 @@
-// The training loop, schedules and run files (examples/app): loss falls, resume is exact,
+// The training loop, schedules and run files (wrpn::train): loss falls, resume is exact,
 // the documented fields are there, evaluation reproduces the trainer's numbers.
 
 #include <torch/torch.h>
 #include <wrpn/models/checkpoint.h>
 #include <wrpn/nn/quant_conv.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 
 // After LibTorch: Catch2's CHECK must replace c10's glog-style CHECK.
@@ -13,14 +14,15 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
-#include "app/train.h"
 #include "train_test_helpers.h"
 
 using nlohmann::json;
-using wrpn::app::TrainOptions;
+using wrpn::train::TrainOptions;
 
 namespace {
 
@@ -107,7 +109,7 @@ TEST_CASE("training options: JSON round trip and clear errors", "[train]") {
   c.dataset = "cifar10";
   c.data_root = "/nonexistent/cifar";
   c.run_dir = temp_dir("nodata");
-  CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("/nonexistent/cifar"));
+  CHECK_THROWS_WITH(wrpn::train::fit(c), Catch::Contains("/nonexistent/cifar"));
 }
 
 TEST_CASE("a short run: loss falls, files have the documented fields, eval agrees",
@@ -115,7 +117,7 @@ TEST_CASE("a short run: loss falls, files have the documented fields, eval agree
   const std::string dir = temp_dir("run");
   TrainOptions o = small_run(dir);
   o.augment = false;
-  const json summary = wrpn::app::train(o);
+  const json summary = wrpn::train::fit(o);
 
   const auto rows = read_jsonl(dir + "/metrics.jsonl");
   REQUIRE(rows.size() == 3);
@@ -143,31 +145,31 @@ TEST_CASE("a short run: loss falls, files have the documented fields, eval agree
   // wrpn_eval's path reproduces the accuracy recorded for each checkpoint.
   for (const char* ckpt : {"last.ckpt", "best.ckpt"}) {
     const auto meta = wrpn::models::read_checkpoint(dir + "/" + ckpt);
-    const auto r = wrpn::app::evaluate_checkpoint(dir + "/" + ckpt, "digits", o.data_root,
-                                                  "test", "cpu", 50, o.limit_test);
+    const auto r = wrpn::train::evaluate_checkpoint(dir + "/" + ckpt, "digits", o.data_root,
+                                                    "test", "cpu", 50, o.limit_test);
     INFO(ckpt);
     CHECK(r.images == o.limit_test);
     CHECK(r.top1 == Approx(meta.info.metrics.at("test_top1")).epsilon(1e-12));
     CHECK(r.loss == Approx(meta.info.metrics.at("test_loss")).epsilon(1e-4));
   }
-  CHECK_THROWS_WITH(wrpn::app::evaluate_checkpoint(dir + "/last.ckpt", "digits", o.data_root,
-                                                   "valid", "cpu", 50),
+  CHECK_THROWS_WITH(wrpn::train::evaluate_checkpoint(dir + "/last.ckpt", "digits", o.data_root,
+                                                     "valid", "cpu", 50),
                     Catch::Contains("valid"));
 }
 
 TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") {
   const std::string a_dir = temp_dir("full"), b_dir = temp_dir("resumed");
   TrainOptions a = small_run(a_dir);
-  wrpn::app::train(a);
+  wrpn::train::fit(a);
 
   TrainOptions b = small_run(b_dir);
   b.stop_after = 1;
-  const json partial = wrpn::app::train(b);
+  const json partial = wrpn::train::fit(b);
   CHECK_FALSE(partial["completed"].get<bool>());
   CHECK(read_jsonl(b_dir + "/metrics.jsonl").size() == 1);
   b.stop_after = 0;
   b.resume = true;
-  const json done = wrpn::app::train(b);
+  const json done = wrpn::train::fit(b);
   CHECK(done["completed"].get<bool>());
 
   const auto ma = wrpn::models::load_checkpoint(a_dir + "/last.ckpt");
@@ -194,7 +196,7 @@ TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") 
   TrainOptions c = small_run(b_dir);
   c.precision = wrpn::PrecisionConfig::make(2, 2, 1.0);
   c.resume = true;
-  CHECK_THROWS_WITH(wrpn::app::train(c), Catch::Contains("different model"));
+  CHECK_THROWS_WITH(wrpn::train::fit(c), Catch::Contains("different model"));
 }
 
 namespace {
@@ -218,7 +220,7 @@ TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train
   const std::string dir = temp_dir("lr_mult");
   auto one_step = [&](const std::string& name, double lr, const std::string& mult) {
     const TrainOptions o = one_step_options(dir + "/" + name, lr, mult);
-    wrpn::app::train(o);
+    wrpn::train::fit(o);
     return wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt");
   };
   const auto start = one_step("start", 1e-30, "1");  // below every weight's ulp: the init
@@ -276,7 +278,7 @@ TEST_CASE("quantized_lr_mult auto matches the fp32 draw's dynamics layer by laye
   auto run = [&](const std::string& name, double lr, const std::string& mult) {
     TrainOptions o = one_step_options(dir + "/" + name, lr, mult);
     o.precision = wrpn::PrecisionConfig::make(2, 4, 1.0);
-    const auto summary = wrpn::app::train(o);
+    const auto summary = wrpn::train::fit(o);
     return std::make_pair(wrpn::models::load_checkpoint(o.run_dir + "/last.ckpt"), summary);
   };
   const auto [s0, j0] = run("start", 1e-30, "1");
@@ -297,4 +299,64 @@ TEST_CASE("quantized_lr_mult auto matches the fp32 draw's dynamics layer by laye
     ++checked;
   }
   CHECK(checked > 10);
+}
+
+TEST_CASE("the option table names each option once and reads JSON strictly", "[train]") {
+  const auto& table = wrpn::train::train_option_table();
+  std::set<std::string> keys, flags;
+  for (const auto& d : table) {
+    INFO(d.key << " " << d.flag);
+    CHECK((d.key.empty() || keys.insert(d.key).second));
+    CHECK((d.flag.empty() || flags.insert(d.flag).second));
+    CHECK_FALSE(d.help.empty());
+  }
+  const json j = TrainOptions().to_json();
+  CHECK(j.size() == keys.size());
+  for (const auto& [key, v] : j.items()) CHECK(keys.count(key) == 1);
+  CHECK(wrpn::train::train_option("epochs").flag == "--epochs");
+  CHECK(wrpn::train::train_option("--no-augment").key == "augment");
+  CHECK_THROWS_WITH(wrpn::train::train_option("epoch"), Catch::Contains("'epoch'"));
+  TrainOptions o;
+  CHECK_THROWS_WITH(o.update_from_json(json{{"epochs", 2.5}}), Catch::Contains("'epochs'"));
+  CHECK_THROWS_WITH(o.update_from_json(json{{"seed", -1}}), Catch::Contains("'seed'"));
+  CHECK_THROWS_WITH(o.update_from_json(json{{"augment", 1}}), Catch::Contains("'augment'"));
+  CHECK_THROWS_WITH(o.update_from_json(json{{"milestones", {1, "x"}}}),
+                    Catch::Contains("'milestones'"));
+  o.update_from_json(json{{"quantized_lr_mult", 2}, {"lr", 1}, {"milestones", {3, 6}}});
+  CHECK(o.quantized_lr_mult == "2.000000");
+  CHECK(o.schedule.base_lr == 1.0);
+  CHECK(o.schedule.milestones == std::vector<int64_t>{3, 6});
+}
+
+TEST_CASE("fit calls its hooks at each step and evaluation", "[train]") {
+  TrainOptions o = small_run(temp_dir("hooks"));
+  o.limit_train = 64;
+  o.limit_test = 32;
+  o.epochs = 2;
+  std::vector<wrpn::train::StepInfo> steps;
+  int syncs = 0;
+  std::vector<int64_t> evaluated;
+  wrpn::train::TrainHooks hooks;
+  hooks.on_step = [&](const wrpn::train::StepInfo& s) { steps.push_back(s); };
+  hooks.sync_gradients = [&](torch::optim::Optimizer& opt) {
+    // Called between backward and step: every trained parameter has its gradient.
+    for (const auto& g : opt.param_groups()) {
+      for (const auto& p : g.params()) CHECK(p.grad().defined());
+    }
+    ++syncs;
+  };
+  hooks.on_evaluate = [&](int64_t epoch, wrpn::train::EvalResult& test) {
+    CHECK(test.images == 32);
+    evaluated.push_back(epoch);
+  };
+  const json summary = wrpn::train::fit(o, hooks);
+  REQUIRE(steps.size() == 4);
+  CHECK(syncs == 4);
+  CHECK(evaluated == std::vector<int64_t>{1, 2});
+  CHECK(steps[3].epoch == 1);
+  CHECK(steps[3].batch == 1);
+  CHECK(steps[3].batches == 2);
+  CHECK(steps[3].images == 32);
+  CHECK(std::isfinite(steps[3].loss));
+  CHECK(summary["completed"].get<bool>());
 }

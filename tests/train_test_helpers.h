@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 #include <wrpn/precision.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 
 #include <cstdint>
@@ -12,8 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include "app/train.h"
 
 namespace wrpn_test {
 
@@ -42,8 +41,8 @@ struct SmallRun {
   uint64_t seed = 7;
 };
 
-inline wrpn::app::TrainOptions small_run(const std::string& dir, const SmallRun& r = {}) {
-  wrpn::app::TrainOptions o;
+inline wrpn::train::TrainOptions small_run(const std::string& dir, const SmallRun& r = {}) {
+  wrpn::train::TrainOptions o;
   o.model = "resnet20";
   o.precision = wrpn::PrecisionConfig::make(4, 4, r.width);
   o.data_root = digits_root();

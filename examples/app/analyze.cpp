@@ -5,13 +5,12 @@
 #include <torch/torch.h>
 #include <wrpn/data.h>
 #include <wrpn/models/checkpoint.h>
+#include <wrpn/train/trainer.h>
 
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
-
-#include "app/train.h"
 
 namespace wrpn::app {
 namespace {
@@ -68,7 +67,7 @@ AnalyzeResult analyze_checkpoint(const AnalyzeRequest& rq) {
   AnalyzeResult r;
   models::CheckpointMeta meta;
   models::Classifier model = models::load_checkpoint(rq.checkpoint, &meta);
-  const torch::Device device = resolve_device(rq.device);
+  const torch::Device device = train::resolve_device(rq.device);
   model->to(device);
 
   // wrpn_train records its options in the checkpoint: use the same data by default.

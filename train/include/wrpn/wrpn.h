@@ -20,6 +20,8 @@
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
 #include <wrpn/train/distill.h>
+#include <wrpn/train/options.h>
+#include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 #include <wrpn/util/fs.h>
 #include <wrpn/version.h>

@@ -1,0 +1,49 @@
+#pragma once
+// Evaluation of a model on a split, under the run's device and autocast.
+
+#include <torch/torch.h>
+#include <wrpn/data.h>
+#include <wrpn/models/classifier.h>
+#include <wrpn/train/trainer.h>
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace wrpn::train {
+
+/// Prints one progress message (nothing when the run is quiet).
+using Say = std::function<void(const std::string&)>;
+
+/// Seconds on a monotonic clock.
+double now_s();
+
+/// bf16 autocast on CUDA for the scope (no scaler needed for bf16).
+class Autocast {
+ public:
+  explicit Autocast(bool on);
+  ~Autocast();
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool on_;
+};
+
+/// Where and how a run evaluates: the first `limit` images of a split in batches.
+struct EvalSetup {
+  int64_t limit = 0;
+  torch::Device device = torch::kCPU;
+  int64_t batch_size = 256;
+  int64_t workers = 2;
+  bool amp = false;
+};
+
+/// Loss and top-1/top-5 of `model` in eval mode on `ds` (its training mode is restored).
+EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const EvalSetup& setup);
+
+/// {prefix + "top1", prefix + "top5", prefix + "loss"}: what checkpoints and the summary record.
+nlohmann::json eval_json(const EvalResult& r, const std::string& prefix);
+
+}  // namespace wrpn::train

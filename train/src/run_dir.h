@@ -1,0 +1,66 @@
+#pragma once
+// A run directory: options.json, metrics.jsonl, summary.json, last.ckpt / best.ckpt /
+// teacher.ckpt, and the state an exact resume reads back from last.ckpt.
+
+#include <torch/torch.h>
+#include <wrpn/models/checkpoint.h>
+#include <wrpn/models/classifier.h>
+#include <wrpn/train/options.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace wrpn::train {
+
+class Teacher;
+
+/// Key of scheme A's teacher state inside last.ckpt's blob (beside the optimizer's own keys).
+inline constexpr const char* kTeacherArchiveKey = "wrpn_distill_teacher";
+
+/// Where a resumed run stands (a fresh run: the defaults).
+struct ResumeState {
+  int64_t start_epoch = 0;
+  int64_t best_epoch = 0;
+  double best_top1 = -1.0;
+  double best_top5 = 0.0;
+  double wall_before = 0.0;  ///< seconds the run trained before
+};
+
+class RunDir {
+ public:
+  /// Creates `dir` (and its parents) when missing.
+  explicit RunDir(std::string dir);
+
+  std::string last() const { return path("last.ckpt"); }
+  std::string best() const { return path("best.ckpt"); }
+  std::string teacher() const { return path("teacher.ckpt"); }
+  std::string metrics() const { return path("metrics.jsonl"); }
+  std::string summary() const { return path("summary.json"); }
+
+  /// Whether last.ckpt exists (what --resume continues from).
+  bool has_last() const;
+  /// A fresh run: removes metrics.jsonl, summary.json and teacher.ckpt of an earlier one.
+  void start_fresh() const;
+  /// Loads last.ckpt into `model`, `opt` and `teacher` after checking that it was written for
+  /// these options, and keeps the metrics of the epochs it holds. Throws naming the mismatch.
+  ResumeState resume(models::ClassifierImpl& model, torch::optim::Optimizer& opt, Teacher* teacher,
+                     const std::string& scheme, torch::Device device) const;
+
+  void write_options(const TrainOptions& o) const;
+  void append_metrics(const nlohmann::json& line) const;
+  void write_summary(const nlohmann::json& summary) const;
+  void save_best(const models::ClassifierImpl& model, const models::CheckpointInfo& info) const;
+  /// last.ckpt with the optimizer state (and scheme A's teacher) in its blob.
+  void save_last(const models::ClassifierImpl& model, models::CheckpointInfo info,
+                 torch::optim::Optimizer& opt, const Teacher* teacher) const;
+
+ private:
+  std::string path(const char* name) const;
+  /// Keeps the metrics of epochs 1..epochs only: what a run resumed from that checkpoint owns.
+  void prune_metrics(int64_t epochs) const;
+
+  std::string dir_;
+};
+
+}  // namespace wrpn::train
