@@ -27,19 +27,17 @@ constexpr int64_t kMaskBits = 8;
 WRPN_HD constexpr int64_t mask_bytes(int64_t n) { return (n + kMaskBits - 1) / kMaskBits; }
 
 /// How a quantizer divides the rounded value r by its scale s. The op chooses it once from the
-/// quantizer (bits or fixed-point format); the CPU and CUDA kernels both follow it, and every
-/// route returns the bits of the true division r / s over the values the quantizer divides.
+/// quantizer (bits or fixed-point format); the CPU and CUDA kernels both follow it, and each
+/// route returns the bits of the true division r / s over the values its quantizer divides.
 enum class Division : uint8_t {
-  /// r / s.
-  kTrue,
-  /// r * (1/s): exact for a power-of-two s = 2^f, f <= 24 (fixed point: r is an integer, +-0 or
-  /// NaN, so the quotient is a normal float or zero).
-  kReciprocal,
-  /// q0 = r * (1/s) plus one FMA correction step (Markstein's) for a level count s = 2^m - 1,
-  /// m = 1..16, and an integer |r| <= s, +-0 or NaN (WRPN weights and activations): the same bits
-  /// as r / s over that whole domain, signed zeros and NaN payloads included (checked
-  /// exhaustively in fp32). Computed in fp32 only: fp64 and code without hardware FMA divide.
+  /// A level count s = 2^m - 1, m = 1..16, and an integer |r| <= s, +-0 or NaN (WRPN weights and
+  /// activations): q0 = r * (1/s) plus one FMA correction step (Markstein's), the same bits as
+  /// r / s over that whole domain, signed zeros and NaN payloads included (checked exhaustively
+  /// in fp32). fp64, and code without hardware FMA, divide.
   kLevels,
+  /// A power of two s = 2^f, f <= 24 (fixed point): r * (1/s), exact because r is an integer,
+  /// +-0 or NaN and the quotient a normal float or zero.
+  kReciprocal,
 };
 
 /// Parameters of the clamp-and-round quantizer q = round(clamp(x, lo, hi) * scale) / scale.
@@ -83,15 +81,10 @@ constexpr Division output_division(Division d) {
 /// argument once per call, outside the element loops.
 template <typename F>
 decltype(auto) with_division(Division d, F&& f) {
-  switch (d) {
-    case Division::kReciprocal:
-      return f(std::integral_constant<Division, Division::kReciprocal>{});
-    case Division::kLevels:
-      return f(std::integral_constant<Division, Division::kLevels>{});
-    case Division::kTrue:
-      break;
+  if (d == Division::kReciprocal) {
+    return f(std::integral_constant<Division, Division::kReciprocal>{});
   }
-  return f(std::integral_constant<Division, Division::kTrue>{});
+  return f(std::integral_constant<Division, Division::kLevels>{});
 }
 
 /// Scalar policy: plain float/double arithmetic with NaN-propagating clamp and
@@ -140,7 +133,7 @@ template <Division D, typename M, typename V>
 WRPN_HD V divide_by_scale(V r, V s, V inv) {
   if constexpr (D == Division::kReciprocal) {
     return r * inv;
-  } else if constexpr (D == Division::kLevels && M::template fused_fma<V>()) {
+  } else if constexpr (M::template fused_fma<V>()) {
     const V q0 = r * inv;
     return M::fnmadd(M::fmsub(q0, s, r), inv, q0);
   } else {

@@ -23,7 +23,6 @@ namespace wrpn::cpu::CPU_CAPABILITY {
 namespace {
 
 using kernels::BinaryOp;
-using kernels::Division;
 using kernels::FakeQuantOp;
 using kernels::kMaskBits;
 using kernels::QuantParams;
