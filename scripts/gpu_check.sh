@@ -74,8 +74,8 @@ ctest --test-dir "$BUILD" --output-on-failure -j 8 --timeout 900 \
 grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT_DIR/ctest.log" | tail -40 | tee -a "$OUT_DIR/summary.txt"
 
 step "benchmark"
-if [[ -x "$BUILD/examples/wrpn_bench" ]]; then
-  "$BUILD/examples/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \
+if [[ -x "$BUILD/benchmarks/wrpn_bench" ]]; then
+  "$BUILD/benchmarks/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \
     >"$OUT_DIR/bench.log" 2>&1 || status=1
   tail -60 "$OUT_DIR/bench.log"
 fi

@@ -1,5 +1,5 @@
 # cmake -DJSON=<file> -P check_bench_json.cmake: checks that a wrpn_bench JSON file has the
-# documented fields (examples/wrpn_bench.cpp, --help) and that every kernel passed its check.
+# documented fields (benchmarks/wrpn_bench.cpp, --help) and that every kernel passed its check.
 cmake_minimum_required(VERSION 3.25)
 if(NOT EXISTS "${JSON}")
   message(FATAL_ERROR "wrpn_bench wrote no JSON at ${JSON}")

@@ -10,6 +10,8 @@
 namespace wrpn::cpu {
 namespace {
 
+using kernels::QuantKernels;
+
 bool cpu_has(const std::string& name) {
   if (name == "DEFAULT") return true;
   if (name == "AVX2") {
@@ -25,9 +27,9 @@ bool cpu_has(const std::string& name) {
 }
 
 const QuantKernels* table_for(const std::string& name) {
-  if (name == "AVX512") return &kernels_AVX512();
-  if (name == "AVX2") return &kernels_AVX2();
-  if (name == "DEFAULT") return &kernels_DEFAULT();
+  if (name == "AVX512") return &AVX512::kKernels;
+  if (name == "AVX2") return &AVX2::kKernels;
+  if (name == "DEFAULT") return &DEFAULT::kKernels;
   return nullptr;
 }
 
@@ -45,7 +47,7 @@ std::atomic<const QuantKernels*> forced{nullptr};
 
 }  // namespace
 
-const QuantKernels& cpu_kernels() {
+const QuantKernels& kernel_table() {
   if (const QuantKernels* f = forced.load(std::memory_order_acquire)) return *f;
   static const QuantKernels* chosen = automatic();
   return *chosen;

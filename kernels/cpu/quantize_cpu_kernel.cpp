@@ -18,8 +18,8 @@
 #include "kernels/common/quant_math.h"
 #include "kernels/cpu/quantize_cpu.h"
 
-namespace wrpn::cpu {
-inline namespace CPU_CAPABILITY {
+// CPU_CAPABILITY names this build's namespace: wrpn::cpu::AVX2::kKernels etc. (quantize_cpu.h).
+namespace wrpn::cpu::CPU_CAPABILITY {
 namespace {
 
 using kernels::BinaryOp;
@@ -95,6 +95,23 @@ struct VecMath {
     return base + VT::blendv(VT(0), VT(1), a >= b);
   }
   static VT divide(VT a, VT b) { return a / b; }
+  // Division::kLevels avoids vdivps, whose throughput bounded the kernels (fp16/bf16 most), with
+  // two FMAs; the baseline build has no FMA instructions and divides.
+  template <typename V>
+  static constexpr bool fused_fma() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    return std::is_same_v<V, Vec>;
+#else
+    return false;
+#endif
+  }
+#if defined(CPU_CAPABILITY_AVX512)
+  static Vec fmsub(const Vec& a, const Vec& b, const Vec& c) { return _mm512_fmsub_ps(a, b, c); }
+  static Vec fnmadd(const Vec& a, const Vec& b, const Vec& c) { return _mm512_fnmadd_ps(a, b, c); }
+#elif defined(CPU_CAPABILITY_AVX2)
+  static Vec fmsub(const Vec& a, const Vec& b, const Vec& c) { return _mm256_fmsub_ps(a, b, c); }
+  static Vec fnmadd(const Vec& a, const Vec& b, const Vec& c) { return _mm256_fnmadd_ps(a, b, c); }
+#endif
   // in_range: lo <= x <= hi exactly where clamping leaves x unchanged (never for NaN), so one
   // compare against the clamp that the value computes anyway.
 #if defined(CPU_CAPABILITY_AVX512)
@@ -114,72 +131,8 @@ struct VecMath {
 #endif
 };
 
-/// VecMath dividing as a multiply by the reciprocal, r * (1/s) (1/s is loop-invariant). Used
-/// only where that gives the same bits as r / s: a power-of-two scale s = 2^f (the fixed-point
-/// grid; every r the quantizers divide is an integer, +-0 or NaN, whose quotient is a normal
-/// float or zero for f <= 24), and bf16 outputs of the WRPN levels (ReducedMath below).
-struct ReciprocalDivMath : VecMath<Vec> {
-  static Vec divide(Vec r, Vec s) { return r * (Vec(1.0f) / s); }
-};
-
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-inline Vec fmsub(const Vec& a, const Vec& b, const Vec& c) {
-#if defined(CPU_CAPABILITY_AVX512)
-  return _mm512_fmsub_ps(a, b, c);
-#else
-  return _mm256_fmsub_ps(a, b, c);
-#endif
-}
-inline Vec fnmadd(const Vec& a, const Vec& b, const Vec& c) {
-#if defined(CPU_CAPABILITY_AVX512)
-  return _mm512_fnmadd_ps(a, b, c);
-#else
-  return _mm256_fnmadd_ps(a, b, c);
-#endif
-}
-
-/// VecMath with a division by a quantizer level count s = 2^m - 1 (m = 1..16) done as
-/// q0 = r * (1/s) plus one FMA correction step (Markstein's), for r = round(c * s) with
-/// |c| <= 1: an integer-valued |r| <= s, +-0 or NaN. Over that whole domain (every r, every s)
-/// it returns the same bits as r / s, signed zeros and NaN payloads included, as an exhaustive
-/// check confirmed; it avoids vdivps, whose throughput bounded the kernels, fp16/bf16 most.
-struct LevelDivMath : VecMath<Vec> {
-  static Vec divide(Vec r, Vec s) {
-    const Vec inv = Vec(1.0f) / s;  // loop-invariant: hoisted out of the kernel loops
-    const Vec q0 = r * inv;
-    return fnmadd(fmsub(q0, s, r), inv, q0);
-  }
-};
-
-
-/// The policy for a reduced-precision dtype, given the one chosen for fp32.
-template <typename M, typename scalar_t>
-struct ReducedMath {
-  using type = M;
-};
-/// For outputs rounded to bf16, r * (1/s) gives the same bits as LevelDivMath's r / s for every
-/// r and s of its domain (checked exhaustively, as was every bf16 input through the op), so the
-/// FMA step is kept for fp32 and fp16 only.
-template <>
-struct ReducedMath<LevelDivMath, at::BFloat16> {
-  using type = ReciprocalDivMath;
-};
-
-/// Whether LevelDivMath::divide is exact for these parameters (see there).
-bool level_division_exact(const QuantParams& p) {
-  if (!(p.lo >= -1.0f && p.hi <= 1.0f)) return false;
-  for (int m = 1; m <= 16; ++m) {
-    if (p.scale == static_cast<float>((1 << m) - 1)) return true;
-  }
-  return false;
-}
-#endif
-
-
-bool is_power_of_two_scale(const QuantParams& p) {
-  int e = 0;
-  return std::frexp(p.scale, &e) == 0.5f && p.scale >= 1.0f && p.scale <= 16777216.0f;
-}
+using FloatMath = VecMath<Vec>;
+using DoubleMath = VecMath<VecD>;
 
 #if defined(CPU_CAPABILITY_AVX512)
 inline uint32_t lane_bits(LaneMask m) { return m.bits; }
@@ -262,7 +215,7 @@ inline void store_tail_bits(uint8_t* mask, int64_t i, uint64_t bits, int64_t cou
   }
 }
 
-template <typename M, typename Op>
+template <typename Op>
 void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64_t end,
                  const Op& op_arg) {
   const Op op = op_arg;  // a local copy stays in registers across the mask stores
@@ -272,14 +225,14 @@ void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64
       prefetch_ahead(x + i);
       prefetch_ahead_for_write(out + i);
       const Vec v = Vec::loadu(x + i);
-      op.template value<M>(v).store(out + i);
-      store_mask_bits(mask, i, lane_bits(op.template pass<M>(v)), Vec::size());
+      op.template value<FloatMath>(v).store(out + i);
+      store_mask_bits(mask, i, lane_bits(op.template pass<FloatMath>(v)), Vec::size());
     }
   } else {
     for (; i + Vec::size() <= end; i += Vec::size()) {
       prefetch_ahead(x + i);
       prefetch_ahead_for_write(out + i);
-      op.template value<M>(Vec::loadu(x + i)).store(out + i);
+      op.template value<FloatMath>(Vec::loadu(x + i)).store(out + i);
     }
   }
   MaskWriter mw{mask ? mask + i / kMaskBits : nullptr};
@@ -287,8 +240,7 @@ void quant_range(const float* x, float* out, uint8_t* mask, int64_t begin, int64
   if (mask) mw.flush();
 }
 
-// M is the policy for float vectors; double always divides truly (VecMath<VecD>).
-template <typename M, typename Op>
+template <typename Op>
 void quant_range(const double* x, double* out, uint8_t* mask, int64_t begin, int64_t end,
                  const Op& op_arg) {
   const Op op = op_arg;  // a local copy stays in registers across the mask stores
@@ -297,8 +249,8 @@ void quant_range(const double* x, double* out, uint8_t* mask, int64_t begin, int
   int64_t i = begin;
   for (; i + VecD::size() <= end; i += VecD::size()) {
     const VecD v = VecD::loadu(x + i);
-    op.template value<VecMath<VecD>>(v).store(out + i);
-    if (mwp) mw.push(lane_bits(op.template pass<VecMath<VecD>>(v)), VecD::size());
+    op.template value<DoubleMath>(v).store(out + i);
+    if (mwp) mw.push(lane_bits(op.template pass<DoubleMath>(v)), VecD::size());
   }
   scalar_tail<double, double>(x, out, mwp, i, end, op);
   if (mwp) mw.flush();
@@ -332,7 +284,7 @@ bool cpu_has_avx512bf16() {
 #endif
 
 // fp16 / bf16: widen to two float vectors, compute in fp32, narrow back (spec: "computed in fp32").
-template <typename M, typename Narrow, typename scalar_t, typename Op>
+template <typename Narrow, typename scalar_t, typename Op>
 inline void reduced_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin,
                           int64_t end, const Op& op_arg) {
   const Op op = op_arg;  // a local copy stays in registers across the mask stores
@@ -342,12 +294,13 @@ inline void reduced_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64
     prefetch_ahead(x + i);
     prefetch_ahead_for_write(out + i);
     auto [a, b] = at::vec::convert_to_float<scalar_t>(VecR::loadu(x + i));
-    const Vec qa = op.template value<M>(a);
-    const Vec qb = op.template value<M>(b);
+    const Vec qa = op.template value<FloatMath>(a);
+    const Vec qb = op.template value<FloatMath>(b);
     Narrow::template narrow<scalar_t>(qa, qb).store(out + i);
     if (mask) {
-      const uint64_t bits = lane_bits(op.template pass<M>(a)) |
-                            static_cast<uint64_t>(lane_bits(op.template pass<M>(b))) << Vec::size();
+      const uint64_t bits = lane_bits(op.template pass<FloatMath>(a)) |
+                            static_cast<uint64_t>(lane_bits(op.template pass<FloatMath>(b)))
+                                << Vec::size();
       store_mask_bits(mask, i, bits, VecR::size());
     }
   }
@@ -358,60 +311,46 @@ inline void reduced_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64
 
 #if defined(CPU_CAPABILITY_AVX512)
 // flatten inlines the loop, and Bf16Narrow::narrow into it, under the avx512bf16 target.
-template <typename M, typename Op>
+template <typename Op>
 __attribute__((target("avx512bf16"), flatten)) void quant_range_bf16_native(
     const at::BFloat16* x, at::BFloat16* out, uint8_t* mask, int64_t begin, int64_t end,
     const Op& op) {
-  reduced_range<M, Bf16Narrow>(x, out, mask, begin, end, op);
+  reduced_range<Bf16Narrow>(x, out, mask, begin, end, op);
 }
 #endif
 
-template <typename M, typename scalar_t, typename Op>
+template <typename scalar_t, typename Op>
 void quant_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin, int64_t end,
                  const Op& op) {
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  using MR = typename ReducedMath<M, scalar_t>::type;
-#else
-  using MR = M;
-#endif
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
     if (cpu_has_avx512bf16()) {
-      quant_range_bf16_native<MR>(x, out, mask, begin, end, op);
+      quant_range_bf16_native(x, out, mask, begin, end, op);
       return;
     }
   }
 #endif
-  reduced_range<MR, AtenNarrow>(x, out, mask, begin, end, op);
+  reduced_range<AtenNarrow>(x, out, mask, begin, end, op);
 }
 
-// M: the vector policy for float vectors (fp32, and fp16/bf16 widened to fp32).
-template <typename M, typename Op>
+/// Runs quant_range over [0, numel) in tasks of whole units on the intra-op threads.
+template <typename scalar_t, typename Op>
 void quant_loop(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, const Op& op) {
   const int64_t n = x.numel();
   if (n == 0) return;
-  const int64_t units = (n + kUnit - 1) / kUnit;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_quant_cpu", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* op_ = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, units, kGrainUnits, [&](int64_t ub, int64_t ue) {
-      quant_range<M>(xp, op_, mask, ub * kUnit, std::min(ue * kUnit, n), op);
-    });
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* outp = out.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, (n + kUnit - 1) / kUnit, kGrainUnits, [&](int64_t ub, int64_t ue) {
+    quant_range(xp, outp, mask, ub * kUnit, std::min(ue * kUnit, n), op);
   });
 }
 
 void fake_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, QuantParams p) {
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  if (level_division_exact(p)) {
-    quant_loop<LevelDivMath>(x, out, mask, FakeQuantOp{p});
-    return;
-  }
-#endif
-  if (is_power_of_two_scale(p)) {
-    quant_loop<ReciprocalDivMath>(x, out, mask, FakeQuantOp{p});
-    return;
-  }
-  quant_loop<VecMath<Vec>>(x, out, mask, FakeQuantOp{p});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_quant_cpu", [&] {
+    kernels::with_division(kernels::output_division<scalar_t>(p.division), [&](auto d) {
+      quant_loop<scalar_t>(x, out, mask, FakeQuantOp<decltype(d)::value>{p});
+    });
+  });
 }
 
 // ---- stochastic rounding ----
@@ -552,9 +491,9 @@ inline void philox_uniforms_16(uint64_t seed, int64_t first_block, float* u) {
 /// Elements [begin, end) of a stochastic-rounding forward, begin a multiple of kUnit. Per unit
 /// of 64 elements: draw the 64 uniforms (16 Philox blocks), widen x to float, then one vector
 /// pass for value and mask. double is computed in double, element by element.
-template <typename scalar_t>
+template <typename scalar_t, typename Op>
 void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin,
-                      int64_t end, const StochasticQuantOp& op, uint64_t seed) {
+                      int64_t end, const Op& op, uint64_t seed) {
   constexpr int64_t kBlocks = kUnit / kernels::kUniformsPerBlock;
   alignas(64) float u[kUnit];
   alignas(64) float xf[kUnit];
@@ -568,8 +507,8 @@ void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t b
       uint64_t bits = 0;
       for (int64_t j = 0; j < count; ++j) {
         const double v = x[i + j];
-        out[i + j] = op.value<ScalarMath>(v, static_cast<double>(u[j]));
-        bits |= static_cast<uint64_t>(op.pass<ScalarMath>(v)) << j;
+        out[i + j] = op.template value<ScalarMath>(v, static_cast<double>(u[j]));
+        bits |= static_cast<uint64_t>(op.template pass<ScalarMath>(v)) << j;
       }
       if (mask) store_tail_bits(mask, i, bits, count);
     } else {
@@ -585,12 +524,12 @@ void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t b
       int64_t j = 0;
       for (; j + Vec::size() <= count; j += Vec::size()) {
         const Vec v = Vec::loadu(xs + j);
-        op.value<ReciprocalDivMath>(v, Vec::loadu(u + j)).store(qs + j);
-        bits |= static_cast<uint64_t>(lane_bits(op.pass<ReciprocalDivMath>(v))) << j;
+        op.template value<FloatMath>(v, Vec::loadu(u + j)).store(qs + j);
+        bits |= static_cast<uint64_t>(lane_bits(op.template pass<FloatMath>(v))) << j;
       }
       for (; j < count; ++j) {
-        qs[j] = op.value<ScalarMath>(xs[j], u[j]);
-        bits |= static_cast<uint64_t>(op.pass<ScalarMath>(xs[j])) << j;
+        qs[j] = op.template value<ScalarMath>(xs[j], u[j]);
+        bits |= static_cast<uint64_t>(op.template pass<ScalarMath>(xs[j])) << j;
       }
       if constexpr (!std::is_same_v<scalar_t, float>) {
         for (int64_t k = 0; k < count; ++k) out[i + k] = static_cast<scalar_t>(qf[k]);
@@ -602,23 +541,27 @@ void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t b
 
 void stochastic_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
                            QuantParams p, uint64_t seed) {
-  TORCH_CHECK(is_power_of_two_scale(p), "wrpn: stochastic rounding needs a power-of-two scale");
   const int64_t n = x.numel();
   if (n == 0) return;
   const int64_t units = (n + kUnit - 1) / kUnit;
-  const StochasticQuantOp op{p};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_sr_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* outp = out.mutable_data_ptr<scalar_t>();
-    // Philox makes this compute-bound: smaller tasks than the memory-bound loops.
-    at::parallel_for(0, units, kGrainUnits / 4, [&](int64_t ub, int64_t ue) {
-      stochastic_range(xp, outp, mask, ub * kUnit, std::min(ue * kUnit, n), op, seed);
+    kernels::with_division(p.division, [&](auto d) {
+      const StochasticQuantOp<decltype(d)::value> op{p};
+      // Philox makes this compute-bound: smaller tasks than the memory-bound loops.
+      at::parallel_for(0, units, kGrainUnits / 4, [&](int64_t ub, int64_t ue) {
+        stochastic_range(xp, outp, mask, ub * kUnit, std::min(ue * kUnit, n), op, seed);
+      });
     });
   });
 }
 
-void binary_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, double a) {
-  quant_loop<VecMath<Vec>>(x, out, mask, BinaryOp{a});
+void binary_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
+                       const at::Tensor& scale) {
+  const BinaryOp op{scale.item<double>()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_binary_cpu",
+                                  [&] { quant_loop<scalar_t>(x, out, mask, op); });
 }
 
 // ---- backward: out = mask ? grad : 0, on raw element bits (no dtype conversion needed) ----
@@ -717,18 +660,12 @@ void masked_grad_impl(const at::Tensor& grad, const uint8_t* mask, const at::Ten
   });
 }
 
+}  // namespace
+
 #define WRPN_STR2(x) #x
 #define WRPN_STR(x) WRPN_STR2(x)
 
-const QuantKernels kTable{WRPN_STR(CPU_CAPABILITY), &fake_quant_impl, &binary_quant_impl,
-                          &stochastic_quant_impl, &masked_grad_impl};
+const kernels::QuantKernels kKernels{WRPN_STR(CPU_CAPABILITY), &fake_quant_impl, &binary_quant_impl,
+                                     &stochastic_quant_impl, &masked_grad_impl};
 
-}  // namespace
-}  // namespace CPU_CAPABILITY
-
-#define WRPN_TABLE_FN2(cap) kernels_##cap
-#define WRPN_TABLE_FN(cap) WRPN_TABLE_FN2(cap)
-
-const QuantKernels& WRPN_TABLE_FN(CPU_CAPABILITY)() { return CPU_CAPABILITY::kTable; }
-
-}  // namespace wrpn::cpu
+}  // namespace wrpn::cpu::CPU_CAPABILITY

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/common/quant_math.h"
 #include "kernels/cuda/quantize_cuda.h"
@@ -23,24 +22,37 @@ using kernels::ScalarMath;
 
 constexpr int kThreads = 256;
 
+// Kernel arguments: make<scalar_t>() builds the per-element op for one dtype, dividing as the
+// op's division kind says (kernels::output_division, the same route as the CPU kernels).
+template <kernels::Division D>
 struct FakeQuantArgs {
+  static constexpr bool kStochastic = false;
   kernels::QuantParams p;
-  __device__ kernels::FakeQuantOp make() const { return kernels::FakeQuantOp{p}; }
+  template <typename scalar_t>
+  __device__ auto make() const {
+    return kernels::FakeQuantOp<kernels::output_division<scalar_t>(D)>{p};
+  }
 };
 
 /// Stochastic rounding: the op's value takes the element's uniform as a second argument.
+template <kernels::Division D>
 struct StochasticArgs {
+  static constexpr bool kStochastic = true;
   kernels::QuantParams p;
   uint64_t seed;
-  __device__ kernels::StochasticQuantOp make() const { return kernels::StochasticQuantOp{p}; }
+  template <typename scalar_t>
+  __device__ auto make() const {
+    return kernels::StochasticQuantOp<kernels::output_division<scalar_t>(D)>{p};
+  }
 };
 
-template <typename Args>
-constexpr bool kIsStochastic = std::is_same_v<Args, StochasticArgs>;
-
 struct BinaryArgs {
+  static constexpr bool kStochastic = false;
   const double* scale;
-  __device__ kernels::BinaryOp make() const { return kernels::BinaryOp{*scale}; }
+  template <typename scalar_t>
+  __device__ kernels::BinaryOp make() const {
+    return kernels::BinaryOp{*scale};
+  }
 };
 
 /// 8 elements of T moved as 16-byte words (sizeof(T) * 8 is 16, 32 or 64 bytes).
@@ -72,7 +84,7 @@ __global__ void __launch_bounds__(kThreads)
     quant_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
                   uint8_t* __restrict__ mask, int64_t n, Args args, bool vectorized) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const auto op = args.make();
+  const auto op = args.template make<scalar_t>();
   const int64_t groups = (n + kMaskBits - 1) / kMaskBits;
   const int64_t full = n / kMaskBits;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -81,13 +93,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t base = g * kMaskBits;
     uint32_t bits = 0;
     float u[kMaskBits];
-    if constexpr (kIsStochastic<Args>) {
+    if constexpr (Args::kStochastic) {
       // The same (seed, element) -> uniform map as the CPU kernel: two Philox blocks per group.
       kernels::philox_uniforms(args.seed, 2 * g, u);
       kernels::philox_uniforms(args.seed, 2 * g + 1, u + kernels::kUniformsPerBlock);
     }
     auto value = [&](opmath_t v, int j) {
-      if constexpr (kIsStochastic<Args>) {
+      if constexpr (Args::kStochastic) {
         return op.template value<ScalarMath>(v, static_cast<opmath_t>(u[j]));
       } else {
         return op.template value<ScalarMath>(v);
@@ -185,7 +197,9 @@ void launch_masked_select(const at::Tensor& grad, const uint8_t* mask, const at:
 
 void fake_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
                                kernels::QuantParams p) {
-  launch_forward(x, out, mask, FakeQuantArgs{p});
+  kernels::with_division(p.division, [&](auto d) {
+    launch_forward(x, out, mask, FakeQuantArgs<decltype(d)::value>{p});
+  });
 }
 
 void binary_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
@@ -197,7 +211,9 @@ void binary_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uin
 
 void stochastic_quant_forward_kernel(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
                                      kernels::QuantParams p, uint64_t seed) {
-  launch_forward(x, out, mask, StochasticArgs{p, seed});
+  kernels::with_division(p.division, [&](auto d) {
+    launch_forward(x, out, mask, StochasticArgs<decltype(d)::value>{p, seed});
+  });
 }
 
 void masked_grad_backward_kernel(const at::Tensor& grad, const uint8_t* mask,

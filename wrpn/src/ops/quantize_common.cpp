@@ -76,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::
 
 std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& input,
                                                  int64_t bits, bool with_mask,
-                                                 const Backend& backend) {
+                                                 const QuantKernels& table) {
   check_quant_args(kind, input, bits);
   const at::Tensor x = input.contiguous();
   auto [out, mask, mask_ptr] = allocate_outputs(x, with_mask);
@@ -86,11 +86,11 @@ std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tenso
     // device to within a float64 rounding, so q agrees bit for bit across devices in practice.
     at::Tensor scale = at::linalg_vector_norm(x, 1, c10::nullopt, false, at::kDouble);
     scale.div_(static_cast<double>(x.numel()));
-    backend.binary_quant(x, out, mask_ptr, scale);
+    table.binary_quant(x, out, mask_ptr, scale);
   } else {
-    backend.fake_quant(x, out, mask_ptr,
-                       kind == QuantKind::Weight ? kernels::weight_params(bits)
-                                                 : kernels::activation_params(bits));
+    table.fake_quant(x, out, mask_ptr,
+                     kind == QuantKind::Weight ? kernels::weight_params(bits)
+                                               : kernels::activation_params(bits));
   }
   return {out, mask};
 }
@@ -144,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,
                                                        int64_t total_bits, int64_t frac_bits,
                                                        bool stochastic,
                                                        const std::optional<at::Generator>& generator,
-                                                       bool with_mask, const Backend& backend) {
+                                                       bool with_mask, const QuantKernels& table) {
   check_fixed_point_args(input, total_bits, frac_bits, generator);
   const at::Tensor x = input.contiguous();
   auto [out, mask, mask_ptr] = allocate_outputs(x, with_mask);
@@ -152,21 +152,21 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,
   if (stochastic) {
     // Draw even for an empty tensor, so the generator's stream does not depend on sizes.
     const uint64_t seed = draw_seed(generator);
-    if (x.numel() > 0) backend.stochastic_quant(x, out, mask_ptr, p, seed);
+    if (x.numel() > 0) table.stochastic_quant(x, out, mask_ptr, p, seed);
   } else if (x.numel() > 0) {
-    backend.fake_quant(x, out, mask_ptr, p);
+    table.fake_quant(x, out, mask_ptr, p);
   }
   return {out, mask};
 }
 
 at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
-                               const Backend& backend) {
+                               const QuantKernels& table) {
   check_masked_grad_args(grad, mask);
   const at::Tensor g = grad.contiguous();
   const at::Tensor m = mask.contiguous();
   at::Tensor out = at::empty(g.sizes(), g.options());
   if (g.numel() == 0) return out;
-  backend.masked_grad(g, m.const_data_ptr<uint8_t>(), out);
+  table.masked_grad(g, m.const_data_ptr<uint8_t>(), out);
   return out;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
-// Device-independent halves of the quantizer ops: argument checks, allocation and the choice of
-// kernel. Each backend (CPU here, CUDA in quantize_cuda_ops.cpp) passes its kernel launchers.
+// Device-independent halves of the quantizer ops: argument checks, allocation and the quantizer
+// parameters (division kind included). Each backend (CPU in quantize_ops.cpp, CUDA in
+// quantize_cuda_ops.cpp) registers them with its kernel table.
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -11,23 +12,13 @@
 #include <cstdint>
 #include <tuple>
 
-#include "kernels/common/quant_math.h"
+#include "kernels/common/quant_kernels.h"
 
 namespace wrpn::ops {
 
 enum class QuantKind { Weight, Activation };
 
-/// Launchers of one backend. x/out contiguous; mask nullable; scale a 0-dim float64 tensor on
-/// x's device holding mean(|x|).
-struct Backend {
-  void (*fake_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
-                     kernels::QuantParams p);
-  void (*binary_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
-                       const at::Tensor& scale);
-  void (*stochastic_quant)(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
-                           kernels::QuantParams p, uint64_t seed);
-  void (*masked_grad)(const at::Tensor& grad, const uint8_t* mask, const at::Tensor& out);
-};
+using kernels::QuantKernels;
 
 const char* op_name(QuantKind kind);
 
@@ -41,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> quant_forward_meta(QuantKind kind, const at::
 
 /// q and (when with_mask) the packed mask.
 std::tuple<at::Tensor, at::Tensor> quant_forward(QuantKind kind, const at::Tensor& x, int64_t bits,
-                                                 bool with_mask, const Backend& backend);
+                                                 bool with_mask, const QuantKernels& table);
 /// Fixed point: argument checks (the bits alone, or everything), and q plus (when with_mask)
 /// the packed mask.
 void check_fixed_point_bits(int64_t total_bits, int64_t frac_bits);
@@ -53,40 +44,42 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
 std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& x, int64_t total_bits,
                                                        int64_t frac_bits, bool stochastic,
                                                        const std::optional<at::Generator>& generator,
-                                                       bool with_mask, const Backend& backend);
+                                                       bool with_mask, const QuantKernels& table);
 
 at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
-                               const Backend& backend);
+                               const QuantKernels& table);
 
 /// Registers the device kernels of every wrpn:: op for one backend (its TORCH_LIBRARY_IMPL
-/// block calls this): the same argument handling for every device, only the launchers differ.
-template <const Backend& B>
+/// block calls this): the same argument handling for every device, then the kernel of the
+/// table that Table() returns (chosen per call: the CPU's can be switched at run time).
+template <const QuantKernels& (*Table)()>
 void register_backend_kernels(torch::Library& m) {
   using at::Tensor;
   using OptGenerator = std::optional<at::Generator>;
   m.impl("quantize_weight", [](const Tensor& w, int64_t bits) {
-    return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, B));
+    return std::get<0>(quant_forward(QuantKind::Weight, w, bits, false, Table()));
   });
   m.impl("quantize_activation", [](const Tensor& x, int64_t bits) {
-    return std::get<0>(quant_forward(QuantKind::Activation, x, bits, false, B));
+    return std::get<0>(quant_forward(QuantKind::Activation, x, bits, false, Table()));
   });
   m.impl("_quantize_weight_forward", [](const Tensor& w, int64_t bits) {
-    return quant_forward(QuantKind::Weight, w, bits, true, B);
+    return quant_forward(QuantKind::Weight, w, bits, true, Table());
   });
   m.impl("_quantize_activation_forward", [](const Tensor& x, int64_t bits) {
-    return quant_forward(QuantKind::Activation, x, bits, true, B);
+    return quant_forward(QuantKind::Activation, x, bits, true, Table());
   });
-  m.impl("_masked_grad",
-         [](const Tensor& grad, const Tensor& mask) { return masked_grad_forward(grad, mask, B); });
+  m.impl("_masked_grad", [](const Tensor& grad, const Tensor& mask) {
+    return masked_grad_forward(grad, mask, Table());
+  });
   m.impl("quantize_fixed_point", [](const Tensor& x, int64_t total_bits, int64_t frac_bits,
                                     bool stochastic, OptGenerator gen) {
     return std::get<0>(
-        fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, B));
+        fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, Table()));
   });
   m.impl("_quantize_fixed_point_forward", [](const Tensor& x, int64_t total_bits,
                                              int64_t frac_bits, bool stochastic,
                                              OptGenerator gen) {
-    return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, B);
+    return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, Table());
   });
 }
 

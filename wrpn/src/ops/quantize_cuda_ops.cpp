@@ -9,11 +9,14 @@
 namespace wrpn::ops {
 namespace {
 
-constexpr Backend kCuda{&cuda::fake_quant_forward_kernel, &cuda::binary_quant_forward_kernel,
-                        &cuda::stochastic_quant_forward_kernel,
-                        &cuda::masked_grad_backward_kernel};
+constexpr QuantKernels kCuda{
+    "CUDA", &cuda::fake_quant_forward_kernel, &cuda::binary_quant_forward_kernel,
+    &cuda::stochastic_quant_forward_kernel, &cuda::masked_grad_backward_kernel};
+const QuantKernels& cuda_table() { return kCuda; }
 
 }  // namespace
 }  // namespace wrpn::ops
 
-TORCH_LIBRARY_IMPL(wrpn, CUDA, m) { wrpn::ops::register_backend_kernels<wrpn::ops::kCuda>(m); }
+TORCH_LIBRARY_IMPL(wrpn, CUDA, m) {
+  wrpn::ops::register_backend_kernels<&wrpn::ops::cuda_table>(m);
+}

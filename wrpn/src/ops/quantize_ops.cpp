@@ -17,24 +17,6 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// ---- CPU ----
-
-void cpu_fake_quant(const Tensor& x, const Tensor& out, uint8_t* mask, kernels::QuantParams p) {
-  cpu::cpu_kernels().fake_quant(x, out, mask, p);
-}
-void cpu_binary_quant(const Tensor& x, const Tensor& out, uint8_t* mask, const Tensor& scale) {
-  cpu::cpu_kernels().binary_quant(x, out, mask, scale.item<double>());
-}
-void cpu_stochastic_quant(const Tensor& x, const Tensor& out, uint8_t* mask,
-                          kernels::QuantParams p, uint64_t seed) {
-  cpu::cpu_kernels().stochastic_quant(x, out, mask, p, seed);
-}
-void cpu_masked_grad(const Tensor& grad, const uint8_t* mask, const Tensor& out) {
-  cpu::cpu_kernels().masked_grad(grad, mask, out);
-}
-constexpr Backend kCpu{&cpu_fake_quant, &cpu_binary_quant, &cpu_stochastic_quant,
-                       &cpu_masked_grad};
-
 using OptGenerator = std::optional<at::Generator>;
 
 // ---- Meta ----
@@ -173,7 +155,7 @@ TORCH_LIBRARY(wrpn, m) {
       "bool stochastic=False, Generator? generator=None) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(wrpn, CPU, m) { ops::register_backend_kernels<ops::kCpu>(m); }
+TORCH_LIBRARY_IMPL(wrpn, CPU, m) { ops::register_backend_kernels<&cpu::kernel_table>(m); }
 
 TORCH_LIBRARY_IMPL(wrpn, Meta, m) {
   m.impl("quantize_weight", &ops::quantize_weight_meta);
@@ -280,7 +262,7 @@ at::Tensor pack_mask(const at::Tensor& bits) {
   return flat.reshape({nbytes, 8}).mul(weights).sum(1, false, at::kByte);
 }
 
-std::string cpu_kernel_capability() { return cpu::cpu_kernels().capability; }
+std::string cpu_kernel_capability() { return cpu::kernel_table().name; }
 
 void set_cpu_kernel_capability(const std::string& name) { cpu::force_capability(name); }
 

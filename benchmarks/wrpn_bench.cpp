@@ -10,25 +10,26 @@
 #include <malloc.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#include <wrpn/cli/flags.h>
+#include <wrpn/cli/program.h>
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
 #include <wrpn/version.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <functional>
-#include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
+#include <ostream>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -43,9 +44,8 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr const char* kUsage = R"(Usage: wrpn_bench [flags]
-
-Times the fused quantizers (wrpn::quantize_weight, wrpn::quantize_activation and the ADaPTION
+constexpr const char* kDescription =
+    R"(Times the fused quantizers (wrpn::quantize_weight, wrpn::quantize_activation and the ADaPTION
 wrpn::quantize_fixed_point, deterministic "fixed" and stochastic "fixed_sr") in three directions:
   train     forward that also writes the packed straight-through mask (what training runs:
             quantize_*_with_mask)
@@ -63,39 +63,13 @@ against three baselines run in the same process, on the same tensors, in the sam
              so fixed_sr's composite is floor(clamp(x) * 2^f + rand_like(x)) / 2^f)
 Inputs are uniform in [-1.5, 1.5] (values outside both clamp ranges), grad is standard normal.
 Before timing, each kernel's output is checked bit for bit against an fp32 reference.
+Lists are comma-separated.)";
 
+constexpr const char* kNotes = R"(
 Columns: "median" is the median time of one call over the rounds ("min" with --stat min);
 "GB/s" counts the bytes the wrpn op reads and writes (2*numel*elem_size, plus numel/8 for the
 mask in train and backward; the JSON lists them per row); "%clone" is that GB/s over clone's
 GB/s; "x comp" and "x fakeq" are speed-ups (baseline time / wrpn time).
-
-Flags (lists are comma-separated):
-  --sizes LIST        element counts; K, M, G are 2^10, 2^20, 2^30
-                      (default 64K,256K,1M,4M,16M,64M)
-  --dtypes LIST       fp32, fp16, bf16 (also float32, float16, half, bfloat16; default all three)
-  --threads LIST      CPU thread counts, applied with at::set_num_threads (default 1,2)
-  --device D          cpu, cuda or all (default all: the CPU, plus CUDA when a GPU is visible)
-  --ops LIST          weight, activation, fixed, fixed_sr (default all four; the fixed-point
-                      ops skip the backward, which is the same kernel as the WRPN ops')
-  --fixed FORMAT      the fixed-point format, Q<m>.<f> (default Q8.8)
-  --directions LIST   train, infer, backward (default all three)
-  --bits K            quantizer bit width, 2..16 (default 4; the time does not depend on it)
-  --iters N           timed rounds; every variant runs once a round, in a shuffled order
-                      (default: auto, enough rounds for --min-time seconds, at least 5 and at
-                      most 1000)
-  --min-time S        target seconds per group of variants in auto mode (default 0.2)
-  --warmup N          untimed calls of each variant before timing (default 2)
-  --stat S            median (default) or min: the statistic the table and the ratios use.
-                      min, the best round, resists interference from other processes on a
-                      shared machine; the JSON holds both
-  --json PATH         where to write the JSON (default wrpn_bench.json)
-  --cpu-kernels NAME  force a CPU kernel build: DEFAULT, AVX2 or AVX512 (default: the best
-                      one this CPU supports)
-  --no-mallopt        leave glibc's malloc settings as they are (see "Memory")
-  --no-check          skip the correctness check before timing
-  --quick             small smoke-test set: sizes 64K,1M, threads 1, 3 rounds, 1 warm-up
-                      (flags given explicitly still win)
-  -h, --help          this text
 
 Memory: every timed call allocates its output, the kernels and the baselines alike. glibc
 serves blocks above its mmap threshold (adaptive, but never above 32 MiB on 64-bit systems)
@@ -110,18 +84,29 @@ CUDA: each call is bracketed by CUDA events on the current stream and the stop e
 synchronized; sizes that fit in the L2 cache measure cache rather than DRAM bandwidth.
 
 Exit status: 0 on success, 1 if a kernel disagrees with its reference or a run fails, 2 for bad
-flags.
-)";
-
-/// A command-line mistake: reported with a pointer to --help and exit status 2.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+flags.)";
 
 enum class Direction { kTrain, kInfer, kBackward };
 enum class QuantOp { kWeight, kActivation, kFixed, kFixedStochastic };
 
 bool is_fixed(QuantOp op) { return op == QuantOp::kFixed || op == QuantOp::kFixedStochastic; }
+
+/// Indexed by QuantOp: the short name (flags, table) and the JSON's "op" name.
+constexpr const char* kOpShort[] = {"weight", "activation", "fixed", "fixed_sr"};
+constexpr const char* kOpName[] = {"quantize_weight", "quantize_activation", "quantize_fixed_point",
+                                   "quantize_fixed_point(stochastic)"};
+/// Indexed by Direction.
+constexpr const char* kDirectionName[] = {"train", "infer", "backward"};
+
+const char* op_short(QuantOp op) { return kOpShort[static_cast<int>(op)]; }
+const char* op_name(QuantOp op) { return kOpName[static_cast<int>(op)]; }
+const char* direction_name(Direction d) { return kDirectionName[static_cast<int>(d)]; }
+const char* dtype_name(at::ScalarType t) {
+  return t == at::kFloat ? "fp32" : t == at::kHalf ? "fp16" : t == at::kBFloat16 ? "bf16" : "?";
+}
+// CLI11 prints option values with operator<< where one exists (c10 declares one for vectors).
+std::ostream& operator<<(std::ostream& os, QuantOp op) { return os << op_short(op); }
+std::ostream& operator<<(std::ostream& os, Direction d) { return os << direction_name(d); }
 
 struct Options {
   std::vector<int64_t> sizes{int64_t{1} << 16, int64_t{1} << 18, int64_t{1} << 20,
@@ -130,7 +115,7 @@ struct Options {
   std::vector<int> threads{1, 2};
   std::string device = "all";
   std::vector<QuantOp> ops{QuantOp::kWeight, QuantOp::kActivation, QuantOp::kFixed,
-                          QuantOp::kFixedStochastic};
+                           QuantOp::kFixedStochastic};
   int fixed_total = 16, fixed_frac = 8;
   std::vector<Direction> directions{Direction::kTrain, Direction::kInfer, Direction::kBackward};
   int bits = 4;
@@ -145,246 +130,128 @@ struct Options {
   bool quick = false;
 };
 
-std::vector<std::string> split_list(const std::string& flag, const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) throw UsageError(fmt::format("{}: empty item in '{}'", flag, s));
-    out.push_back(item);
-  }
-  if (out.empty()) throw UsageError(fmt::format("{}: expected a comma-separated list", flag));
-  return out;
-}
-
-int64_t parse_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
-  size_t used = 0;
-  int64_t v = 0;
+/// Q<m>.<f> into o.fixed_total and o.fixed_frac.
+void parse_fixed(const std::string& f, Options& o) {
+  wrpn::FixedPointFormat format;
   try {
-    v = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
+    format = wrpn::FixedPointFormat::parse(f);
+  } catch (const c10::Error& e) {
+    throw CLI::ValidationError("--fixed", e.what_without_backtrace());
   }
-  if (used == 0 || used != s.size()) {
-    throw UsageError(fmt::format("{}: '{}' is not an integer", flag, s));
+  if (format.frac_bits < 0 || format.stochastic) {
+    throw CLI::ValidationError("--fixed", fmt::format("'{}': expected Q<m>.<f>, e.g. Q8.8", f));
   }
-  if (v < lo || v > hi) {
-    throw UsageError(fmt::format("{}: {} is out of range [{}, {}]", flag, v, lo, hi));
-  }
-  return v;
+  o.fixed_total = static_cast<int>(format.total_bits);
+  o.fixed_frac = static_cast<int>(format.frac_bits);
 }
 
-int64_t parse_size(const std::string& s) {
-  std::string digits = s;
-  int shift = 0;
-  const char suffix = s.empty() ? '\0' : static_cast<char>(std::toupper(s.back()));
-  if (suffix == 'K' || suffix == 'M' || suffix == 'G') {
-    shift = suffix == 'K' ? 10 : suffix == 'M' ? 20 : 30;
-    digits.pop_back();
+/// Parses the flags into `o`. Returns -1 to run, else the exit status (0 after --help, 2 for a
+/// bad flag).
+int parse_args(int argc, char** argv, Options& o) {
+  CLI::App app(kDescription, "wrpn_bench");
+  app.footer(kNotes);
+  wrpn::cli::take_last_value(app);  // as in every wrpn program
+  const std::map<std::string, at::ScalarType> dtypes{
+      {"fp32", at::kFloat},    {"float32", at::kFloat},    {"float", at::kFloat},
+      {"fp16", at::kHalf},     {"float16", at::kHalf},     {"half", at::kHalf},
+      {"bf16", at::kBFloat16}, {"bfloat16", at::kBFloat16}};
+  const std::map<std::string, QuantOp> ops{
+      {"weight", QuantOp::kWeight},         {"quantize_weight", QuantOp::kWeight},
+      {"activation", QuantOp::kActivation}, {"quantize_activation", QuantOp::kActivation},
+      {"fixed", QuantOp::kFixed},           {"fixed_sr", QuantOp::kFixedStochastic}};
+  const std::map<std::string, Direction> directions{{"train", Direction::kTrain},
+                                                    {"infer", Direction::kInfer},
+                                                    {"backward", Direction::kBackward}};
+  // Each list item through its name map (an enum option reads the integer CLI11 is given).
+  auto one_of = [](const auto& map, const std::string& names) {
+    return CLI::Validator(
+        [&map, names](std::string& s) -> std::string {
+          const auto it = map.find(s);
+          if (it == map.end()) return fmt::format("'{}' is not one of {}", s, names);
+          s = std::to_string(static_cast<int>(it->second));
+          return {};
+        },
+        "");
+  };
+  std::string fixed = "Q8.8", stat = "median";
+  app.add_option("--sizes", o.sizes, "element counts; K, M, G are 2^10, 2^20, 2^30")
+      ->delimiter(',')
+      ->transform(CLI::AsSizeValue(false).description(""))
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 34).description(""))
+      ->type_name("LIST")
+      ->default_str("64K,256K,1M,4M,16M,64M");
+  app.add_option("--dtypes", o.dtypes, "fp32, fp16, bf16 (also float32, float16, half, bfloat16)")
+      ->delimiter(',')
+      ->transform(one_of(dtypes, "fp32, fp16, bf16"))
+      ->type_name("LIST")
+      ->default_str("fp32,fp16,bf16");
+  app.add_option("--threads", o.threads, "CPU thread counts, applied with at::set_num_threads")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024).description(""))
+      ->type_name("LIST")
+      ->default_str("1,2");
+  app.add_option("--device", o.device, "all: the CPU, plus CUDA when a GPU is visible")
+      ->check(CLI::IsMember({"cpu", "cuda", "all"}))
+      ->capture_default_str();
+  app.add_option("--ops", o.ops,
+                 "weight, activation, fixed, fixed_sr; the fixed-point ops skip the backward, "
+                 "which is the same kernel as the WRPN ops'")
+      ->delimiter(',')
+      ->transform(one_of(ops, "weight, activation, fixed, fixed_sr"))
+      ->type_name("LIST")
+      ->default_str("weight,activation,fixed,fixed_sr");
+  app.add_option("--fixed", fixed, "the fixed-point format, Q<m>.<f>")->capture_default_str();
+  app.add_option("--directions", o.directions, "train, infer, backward")
+      ->delimiter(',')
+      ->transform(one_of(directions, "train, infer, backward"))
+      ->type_name("LIST")
+      ->default_str("train,infer,backward");
+  app.add_option("--bits", o.bits, "quantizer bit width (the time does not depend on it)")
+      ->check(CLI::Range(2, 16))
+      ->capture_default_str();
+  app.add_option("--iters", o.iters,
+                 "timed rounds; every variant runs once a round, in a shuffled order (default: "
+                 "auto, enough rounds for --min-time seconds, at least 5 and at most 1000)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--min-time", o.min_time, "target seconds per group of variants in auto mode")
+      ->check(CLI::Range(0.001, 60.0))
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed calls of each variant before timing")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  app.add_option("--stat", stat,
+                 "the statistic the table and the ratios use; min, the best round, resists "
+                 "interference from other processes on a shared machine; the JSON holds both")
+      ->check(CLI::IsMember({"median", "min"}))
+      ->capture_default_str();
+  app.add_option("--json", o.json_path, "where to write the JSON")
+      ->check([](const std::string& s) { return s.empty() ? "the path is empty" : ""; })
+      ->capture_default_str();
+  app.add_option("--cpu-kernels", o.cpu_kernels,
+                 "force a CPU kernel build (default: the best one this CPU supports)")
+      ->check(CLI::IsMember({"DEFAULT", "AVX2", "AVX512"}));
+  app.add_flag("!--no-mallopt", o.mallopt, "leave glibc's malloc settings as they are (Memory)");
+  app.add_flag("!--no-check", o.check, "skip the correctness check before timing");
+  app.add_flag("--quick", o.quick,
+               "small smoke-test set: sizes 64K,1M, threads 1, 3 rounds, 1 warm-up (flags given "
+               "explicitly still win)");
+  try {
+    app.parse(argc, argv);
+    parse_fixed(fixed, o);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
   }
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) {
-    throw UsageError(fmt::format("--sizes: '{}' is not a size (examples: 65536, 64K, 4M, 1G)", s));
-  }
-  const int64_t v = parse_int("--sizes", digits, 1, int64_t{1} << 34) << shift;
-  if (v > (int64_t{1} << 34)) throw UsageError(fmt::format("--sizes: {} is too large", s));
-  return v;
-}
-
-at::ScalarType parse_dtype(const std::string& s) {
-  if (s == "fp32" || s == "float32" || s == "float") return at::kFloat;
-  if (s == "fp16" || s == "float16" || s == "half") return at::kHalf;
-  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
-  throw UsageError(fmt::format("--dtypes: unknown dtype '{}' (expected fp32, fp16 or bf16)", s));
-}
-
-Options parse_args(int argc, char** argv) {
-  Options o;
-  bool set_sizes = false, set_threads = false, set_iters = false, set_warmup = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    std::optional<std::string> inline_value;
-    if (const auto eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
-      inline_value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-    }
-    auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc || std::string(argv[i + 1]).rfind("--", 0) == 0) {
-        throw UsageError(fmt::format("{} needs a value", flag));
-      }
-      return argv[++i];
-    };
-    auto no_value = [&] {
-      if (inline_value) throw UsageError(fmt::format("{} takes no value", flag));
-    };
-    if (flag == "-h" || flag == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (flag == "--sizes") {
-      o.sizes.clear();
-      for (const auto& s : split_list(flag, value())) o.sizes.push_back(parse_size(s));
-      set_sizes = true;
-    } else if (flag == "--dtypes") {
-      o.dtypes.clear();
-      for (const auto& s : split_list(flag, value())) o.dtypes.push_back(parse_dtype(s));
-    } else if (flag == "--threads") {
-      o.threads.clear();
-      for (const auto& s : split_list(flag, value())) {
-        o.threads.push_back(static_cast<int>(parse_int(flag, s, 1, 1024)));
-      }
-      set_threads = true;
-    } else if (flag == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda" && o.device != "all") {
-        throw UsageError(fmt::format("--device: '{}' is not cpu, cuda or all", o.device));
-      }
-    } else if (flag == "--ops") {
-      o.ops.clear();
-      for (const auto& s : split_list(flag, value())) {
-        if (s == "weight" || s == "quantize_weight") {
-          o.ops.push_back(QuantOp::kWeight);
-        } else if (s == "activation" || s == "quantize_activation") {
-          o.ops.push_back(QuantOp::kActivation);
-        } else if (s == "fixed") {
-          o.ops.push_back(QuantOp::kFixed);
-        } else if (s == "fixed_sr") {
-          o.ops.push_back(QuantOp::kFixedStochastic);
-        } else {
-          throw UsageError(fmt::format(
-              "--ops: unknown op '{}' (expected weight, activation, fixed or fixed_sr)", s));
-        }
-      }
-    } else if (flag == "--fixed") {
-      const std::string f = value();
-      wrpn::FixedPointFormat format;
-      try {
-        format = wrpn::FixedPointFormat::parse(f);
-      } catch (const c10::Error& e) {
-        throw UsageError(fmt::format("--fixed: {}", e.what_without_backtrace()));
-      }
-      if (format.frac_bits < 0 || format.stochastic) {
-        throw UsageError(fmt::format("--fixed: '{}': expected Q<m>.<f>, e.g. Q8.8", f));
-      }
-      o.fixed_total = static_cast<int>(format.total_bits);
-      o.fixed_frac = static_cast<int>(format.frac_bits);
-    } else if (flag == "--directions") {
-      o.directions.clear();
-      for (const auto& s : split_list(flag, value())) {
-        if (s == "train") {
-          o.directions.push_back(Direction::kTrain);
-        } else if (s == "infer") {
-          o.directions.push_back(Direction::kInfer);
-        } else if (s == "backward") {
-          o.directions.push_back(Direction::kBackward);
-        } else {
-          throw UsageError(fmt::format(
-              "--directions: unknown direction '{}' (expected train, infer or backward)", s));
-        }
-      }
-    } else if (flag == "--bits") {
-      o.bits = static_cast<int>(parse_int(flag, value(), 2, 16));
-    } else if (flag == "--iters") {
-      o.iters = static_cast<int>(parse_int(flag, value(), 1, 1000000));
-      set_iters = true;
-    } else if (flag == "--min-time") {
-      const std::string v = value();
-      try {
-        size_t used = 0;
-        o.min_time = std::stod(v, &used);
-        if (used != v.size()) throw std::invalid_argument(v);
-      } catch (const std::exception&) {
-        throw UsageError(fmt::format("--min-time: '{}' is not a number of seconds", v));
-      }
-      if (!(o.min_time > 0.0 && o.min_time <= 60.0)) {
-        throw UsageError(fmt::format("--min-time: {} is out of range (0, 60]", v));
-      }
-    } else if (flag == "--warmup") {
-      o.warmup = static_cast<int>(parse_int(flag, value(), 0, 1000));
-      set_warmup = true;
-    } else if (flag == "--stat") {
-      const std::string v = value();
-      if (v != "median" && v != "min") {
-        throw UsageError(fmt::format("--stat: '{}' is not median or min", v));
-      }
-      o.use_min = v == "min";
-    } else if (flag == "--json") {
-      o.json_path = value();
-      if (o.json_path.empty()) throw UsageError("--json: the path is empty");
-    } else if (flag == "--cpu-kernels") {
-      o.cpu_kernels = value();
-      if (o.cpu_kernels != "DEFAULT" && o.cpu_kernels != "AVX2" && o.cpu_kernels != "AVX512") {
-        throw UsageError(fmt::format(
-            "--cpu-kernels: unknown build '{}' (expected DEFAULT, AVX2 or AVX512)", o.cpu_kernels));
-      }
-    } else if (flag == "--no-mallopt") {
-      no_value();
-      o.mallopt = false;
-    } else if (flag == "--no-check") {
-      no_value();
-      o.check = false;
-    } else if (flag == "--quick") {
-      no_value();
-      o.quick = true;
-    } else {
-      throw UsageError(fmt::format("unknown flag '{}'", argv[i]));
-    }
-  }
+  o.use_min = stat == "min";
   if (o.quick) {
-    if (!set_sizes) o.sizes = {int64_t{1} << 16, int64_t{1} << 20};
-    if (!set_threads) o.threads = {1};
-    if (!set_iters) o.iters = 3;
-    if (!set_warmup) o.warmup = 1;
+    if (!app.count("--sizes")) o.sizes = {int64_t{1} << 16, int64_t{1} << 20};
+    if (!app.count("--threads")) o.threads = {1};
+    if (!app.count("--iters")) o.iters = 3;
+    if (!app.count("--warmup")) o.warmup = 1;
   }
-  return o;
+  return -1;
 }
 
 // ---------------------------------------------------------------------------------------------
-
-const char* dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return "fp32";
-    case at::kHalf:
-      return "fp16";
-    case at::kBFloat16:
-      return "bf16";
-    default:
-      return "?";
-  }
-}
-
-const char* direction_name(Direction d) {
-  return d == Direction::kTrain ? "train" : d == Direction::kInfer ? "infer" : "backward";
-}
-
-const char* op_name(QuantOp op) {
-  switch (op) {
-    case QuantOp::kWeight:
-      return "quantize_weight";
-    case QuantOp::kActivation:
-      return "quantize_activation";
-    case QuantOp::kFixed:
-      return "quantize_fixed_point";
-    case QuantOp::kFixedStochastic:
-      return "quantize_fixed_point(stochastic)";
-  }
-  return "?";
-}
-
-/// The short name the table and the JSON's "op" field use.
-const char* op_short(QuantOp op) {
-  switch (op) {
-    case QuantOp::kWeight:
-      return "weight";
-    case QuantOp::kActivation:
-      return "activation";
-    case QuantOp::kFixed:
-      return "fixed";
-    case QuantOp::kFixedStochastic:
-      return "fixed_sr";
-  }
-  return "?";
-}
 
 std::string size_label(int64_t n) {
   if (n % (int64_t{1} << 30) == 0) return fmt::format("{}G", n >> 30);
@@ -665,33 +532,25 @@ class Bench {
 
       for (Direction dir : opt_.directions) {
         if (is_fixed(op) && dir == Direction::kBackward) continue;  // the WRPN ops' kernel
-        std::vector<Variant> v(4);
-        v[1] = {"clone", nullptr, {}};
-        v[2] = {"composite", nullptr, {}};
-        v[3] = {"fake_quantize", nullptr,
-                op_fq_note.empty() ? std::string() : "n/a: " + op_fq_note};
-        auto composite = [=] {
-          return stochastic ? composite_stochastic(x, q) : composite_forward(x, q);
-        };
-        switch (dir) {
-          case Direction::kTrain:
-            v[0] = {"wrpn", make([=] { return wrpn_train(args, x); }), {}};
-            v[1].call = make([=] { return x.clone(); });
-            v[2].call = make(composite);
-            if (op_fq_note.empty()) v[3].call = make([=] { return fake_quant_train(x, q); });
-            break;
-          case Direction::kInfer:
-            v[0] = {"wrpn", make([=] { return wrpn_infer(args, x); }), {}};
-            v[1].call = make([=] { return x.clone(); });
-            v[2].call = make(composite);
-            if (op_fq_note.empty()) v[3].call = make([=] { return fake_quant_infer(x, q); });
-            break;
-          case Direction::kBackward:
-            v[0] = {"wrpn", make([=] { return wrpn::masked_grad(grad, mask); }), {}};
-            v[1].call = make([=] { return grad.clone(); });
-            v[2].call = make([=] { return composite_backward(grad, x, q); });
-            if (fq_note.empty()) v[3].call = make([=] { return grad * fq_mask; });
-            break;
+        const bool backward = dir == Direction::kBackward, train = dir == Direction::kTrain;
+        const at::Tensor& src = backward ? grad : x;
+        std::vector<Variant> v{
+            {"wrpn",
+             backward ? make([=] { return wrpn::masked_grad(grad, mask); })
+             : train  ? make([=] { return wrpn_train(args, x); })
+                      : make([=] { return wrpn_infer(args, x); }),
+             {}},
+            {"clone", make([=] { return src.clone(); }), {}},
+            {"composite",
+             backward     ? make([=] { return composite_backward(grad, x, q); })
+             : stochastic ? make([=] { return composite_stochastic(x, q); })
+                          : make([=] { return composite_forward(x, q); }),
+             {}},
+            {"fake_quantize", nullptr, op_fq_note.empty() ? std::string() : "n/a: " + op_fq_note}};
+        if (op_fq_note.empty()) {
+          v[3].call = backward ? make([=] { return grad * fq_mask; })
+                      : train  ? make([=] { return fake_quant_train(x, q); })
+                               : make([=] { return fake_quant_infer(x, q); });
         }
         int rounds = 0;
         const auto m = measure(v, opt_, &rounds);
@@ -729,9 +588,9 @@ class Bench {
     const std::string fq = r.fake_quant ? fmt::format("{:.2f}", pick(*r.fake_quant) / t) : "n/a";
     fmt::print(
         "{:<10} {:<8} {:<4} {:<5} {:>3} {:>6} {:>6} {:>10} {:>7.1f} {:>6.0f}% {:>7.2f} {:>7}{}\n",
-        op_short(r.op), direction_name(r.dir), r.device,
-        dtype_name(r.dtype), r.threads ? std::to_string(r.threads) : "-", size_label(r.numel),
-        r.rounds, time_label(t), g, 100.0 * g / clone_g, pick(r.composite) / t, fq,
+        op_short(r.op), direction_name(r.dir), r.device, dtype_name(r.dtype),
+        r.threads ? std::to_string(r.threads) : "-", size_label(r.numel), r.rounds, time_label(t),
+        g, 100.0 * g / clone_g, pick(r.composite) / t, fq,
         r.check == "ok" || r.check == "skipped" ? "" : "  " + r.check);
     std::fflush(stdout);
   }
@@ -934,7 +793,8 @@ int run_bench(const Options& opt) {
   settings["threads"] = opt.threads;
   settings["device"] = opt.device;
   settings["ops"] = ops;
-  settings["fixed_format"] = fmt::format("Q{}.{}", opt.fixed_total - opt.fixed_frac, opt.fixed_frac);
+  settings["fixed_format"] =
+      fmt::format("Q{}.{}", opt.fixed_total - opt.fixed_frac, opt.fixed_frac);
   settings["directions"] = dirs;
   settings["bits"] = opt.bits;
   settings["iters"] = opt.iters > 0 ? Json(opt.iters) : Json("auto");
@@ -970,18 +830,6 @@ int run_bench(const Options& opt) {
 
 int main(int argc, char** argv) {
   Options opt;
-  try {
-    opt = parse_args(argc, argv);
-  } catch (const UsageError& e) {
-    fmt::print(stderr, "wrpn_bench: {}\nRun 'wrpn_bench --help' for the flags.\n", e.what());
-    return 2;
-  }
-  try {
-    return run_bench(opt);
-  } catch (const c10::Error& e) {
-    fmt::print(stderr, "wrpn_bench: {}\n", e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "wrpn_bench: {}\n", e.what());
-  }
-  return 1;
+  if (const int rc = parse_args(argc, argv, opt); rc >= 0) return rc;
+  return wrpn::cli::run_main([&] { return run_bench(opt); });
 }
