@@ -4,7 +4,6 @@ get_filename_component(WRPN_TORCH_LIB_DIR "${TORCH_LIBRARY}" DIRECTORY)
 add_library(wrpn SHARED ${WRPN_CPU_KERNEL_OBJECTS})
 get_property(floors GLOBAL PROPERTY WRPN_FLOORS)
 get_property(public_includes GLOBAL PROPERTY WRPN_PUBLIC_INCLUDES)
-list(REMOVE_ITEM public_includes ${PROJECT_SOURCE_DIR})  # the kernels' headers stay private
 target_link_libraries(wrpn PRIVATE ${floors} $<TARGET_NAME_IF_EXISTS:OpenMP::OpenMP_CXX>
                            PUBLIC ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json)
 foreach(dir IN LISTS public_includes)

@@ -298,7 +298,8 @@ inline at::Tensor ref_stochastic_fixed_point(const at::Tensor& x, int64_t total,
   const double m = std::ldexp(1.0, static_cast<int>(total - frac - 1)) - 1.0 / s;
   // In float64, where x * 2^f + u is exact for the inputs the tests use (a float sum would drop
   // u's low bits).
-  const at::Tensor ut = torch::from_blob(u.data(), {n}, at::kFloat).to(at::kDouble).reshape(x.sizes());
+  const at::Tensor ut =
+      torch::from_blob(u.data(), {n}, at::kFloat).to(at::kDouble).reshape(x.sizes());
   const at::Tensor xm = x.to(at::kDouble);
   return xm.mul(s).add(ut).floor().div(s).clamp(-m, m).to(x.scalar_type());
 }
@@ -317,14 +318,16 @@ inline at::Tensor make_grad(at::IntArrayRef sizes, at::ScalarType st, uint64_t s
 
 // The op under test and its reference, chosen by `weight` (quantize_weight or
 // quantize_activation), shared by the CPU and CUDA suites.
-inline const char* op_label(bool weight) { return weight ? "quantize_weight" : "quantize_activation"; }
+inline const char* op_label(bool weight) {
+  return weight ? "quantize_weight" : "quantize_activation";
+}
 
 inline at::Tensor forward(bool weight, const at::Tensor& x, int64_t bits) {
   return weight ? wrpn::quantize_weight(x, bits) : wrpn::quantize_activation(x, bits);
 }
 
 inline std::tuple<at::Tensor, at::Tensor> forward_with_mask(bool weight, const at::Tensor& x,
-                                                     int64_t bits) {
+                                                            int64_t bits) {
   return weight ? wrpn::quantize_weight_with_mask(x, bits)
                 : wrpn::quantize_activation_with_mask(x, bits);
 }

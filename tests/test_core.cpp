@@ -74,8 +74,8 @@ TEST_CASE("quantizer descriptor: applies exactly the ops", "[cpu][nn]") {
   }
   const Quantizer w = Quantizer::fixed(FixedPointFormat::parse("Q3.5"));
   CHECK(bit_mismatch(w.quantize_weight(x, false), ref_fixed_point(x, 8, 5)).empty());
-  CHECK(bit_mismatch(w.quantize_activation(x, false), ref_fixed_point(torch::relu(x), 8, 5))
-            .empty());
+  CHECK(
+      bit_mismatch(w.quantize_activation(x, false), ref_fixed_point(torch::relu(x), 8, 5)).empty());
   // Stochastic rounding only in training.
   const Quantizer s = Quantizer::fixed(FixedPointFormat::parse("Q3.5s"));
   CHECK(bit_mismatch(s.quantize_weight(x, false), ref_fixed_point(x, 8, 5)).empty());
@@ -122,10 +122,11 @@ TEST_CASE("quantizer descriptor: the zoo's layers compute what hand-built module
   CHECK(quantizers.at("conv1").to_string() == "fp32");
   CHECK(quantizers.at("fc").to_string() == "Q4.4");
   for (const auto& [name, q] : quantizers) {
-    const LayerRole role = name.find("act") != std::string::npos ? LayerRole::kActivation
-                                                                 : LayerRole::kWeight;
+    const LayerRole role =
+        name.find("act") != std::string::npos ? LayerRole::kActivation : LayerRole::kWeight;
     const int64_t default_bits = role == LayerRole::kWeight ? 8 : 6;
-    if (name == "conv1" || name == "fc" || name == "act1" || name.find("act_out") != std::string::npos)
+    if (name == "conv1" || name == "fc" || name == "act1" ||
+        name.find("act_out") != std::string::npos)
       continue;  // the zoo's first/last-layer and residual policy pick other default bits
     CHECK(q == spec.precision.quantizer_for(name, role, default_bits));
   }
@@ -137,11 +138,12 @@ TEST_CASE("quantizer descriptor: the zoo's layers compute what hand-built module
     INFO(name);
     if (l.kind == wn::LayerKind::kConv2d) {
       const auto& o = l.conv->options;
-      wn::QuantConv2d hand(wn::QuantConv2dOptions(o.in_channels(), o.out_channels(), o.kernel_size())
-                               .stride(o.stride())
-                               .padding(o.padding())
-                               .bias(false)
-                               .weight_quantizer(l.quantizer()));
+      wn::QuantConv2d hand(
+          wn::QuantConv2dOptions(o.in_channels(), o.out_channels(), o.kernel_size())
+              .stride(o.stride())
+              .padding(o.padding())
+              .bias(false)
+              .weight_quantizer(l.quantizer()));
       torch::NoGradGuard no_grad;
       hand->weight.copy_(l.conv->weight);
       hand->eval();
@@ -150,8 +152,8 @@ TEST_CASE("quantizer descriptor: the zoo's layers compute what hand-built module
       CHECK(bit_mismatch(hand(x), l.conv->forward(x)).empty());
     } else if (l.kind == wn::LayerKind::kLinear) {
       const auto& o = l.linear->options;
-      wn::QuantLinear hand(
-          wn::QuantLinearOptions(o.in_features(), o.out_features()).weight_quantizer(l.quantizer()));
+      wn::QuantLinear hand(wn::QuantLinearOptions(o.in_features(), o.out_features())
+                               .weight_quantizer(l.quantizer()));
       torch::NoGradGuard no_grad;
       hand->weight.copy_(l.linear->weight);
       hand->bias.copy_(l.linear->bias);
@@ -179,8 +181,8 @@ TEST_CASE("visitor: a hand-built Sequential, views and an empty callback", "[cpu
     seen.push_back(name + ":" + l.kind_name() + ":" + l.quantizer().to_string());
     if (l.has_weight()) {
       CHECK(l.weight().defined());
-      CHECK(l.weight().is_same(l.kind == wn::LayerKind::kConv2d ? l.conv->weight
-                                                                : l.linear->weight));
+      CHECK(
+          l.weight().is_same(l.kind == wn::LayerKind::kConv2d ? l.conv->weight : l.linear->weight));
     } else {
       CHECK_FALSE(l.weight().defined());
       CHECK(l.role() == LayerRole::kActivation);
@@ -206,9 +208,9 @@ TEST_CASE("fs helpers: atomic writes, reads, paths and listings", "[cpu][io]") {
   REQUIRE(::stat(f.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0644);
   // Without make_parents a missing directory is an error naming the step; nothing is left.
-  CHECK_THROWS_WITH(fs::atomic_write(fs::join(dir, "x/y.txt"), "z", /*make_parents=*/false),
-                    Contains("cannot write '" + dir + "/x/y.txt'") &&
-                        Contains("creating the temporary file"));
+  CHECK_THROWS_WITH(
+      fs::atomic_write(fs::join(dir, "x/y.txt"), "z", /*make_parents=*/false),
+      Contains("cannot write '" + dir + "/x/y.txt'") && Contains("creating the temporary file"));
   CHECK_THROWS_WITH(fs::atomic_write(dir + "/", "z"), Contains("names a directory"));
   CHECK_THROWS_WITH(fs::read_file(dir + "/missing", "the config"),
                     Contains("cannot open the config"));

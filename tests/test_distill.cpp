@@ -4,9 +4,9 @@
 
 #include <torch/torch.h>
 #include <wrpn/models/checkpoint.h>
+#include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
 #include <wrpn/nn/quant_conv.h>
-#include <wrpn/models/registry.h>
 #include <wrpn/train/distill.h>
 #include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
@@ -25,8 +25,8 @@
 #include "train_test_helpers.h"
 
 using nlohmann::json;
-using wrpn::train::TrainOptions;
 using wrpn::train::DistillLossOptions;
+using wrpn::train::TrainOptions;
 
 namespace {
 
@@ -601,7 +601,7 @@ TEST_CASE("distillation scheme C fits the fp32 weights to a 2-bit quantizer", "[
     const double f = factors[item.key()].get<double>();
     CHECK(f == Approx(1.0 / w0.std().item<double>()).epsilon(1e-5));
     CHECK((conv->weight - (w0 * f).clamp(-1, 1)).abs().max().item<double>() < 1e-5);
-    CHECK(wrpn::nn::zero_fraction(conv->weight, 2) < 0.6);   // fp32 draw: nearly all zero
+    CHECK(wrpn::nn::zero_fraction(conv->weight, 2) < 0.6);  // fp32 draw: nearly all zero
     CHECK(wrpn::nn::zero_fraction(w0, 2) > 0.95);
     ++rescaled;
   }

@@ -56,7 +56,8 @@ TEST_CASE("fixed point: hand values of Q2.2 and Q1.3", "[cpu][fixed]") {
   CHECK(bit_mismatch(wrpn::quantize_fixed_point(y, 4, 3), want_y).empty());
   // Q16.0 at 16 bits: integers, M = 2^15 - 1.
   const auto z = vals({2.5, 3.5, -2.5, 40000.0, -40000.0});
-  CHECK(bit_mismatch(wrpn::quantize_fixed_point(z, 16, 0), vals({2, 4, -2, 32767, -32767})).empty());
+  CHECK(
+      bit_mismatch(wrpn::quantize_fixed_point(z, 16, 0), vals({2, 4, -2, 32767, -32767})).empty());
 }
 
 TEST_CASE("fixed point: NaN stays NaN, +-inf saturate, gradient zero outside [-M, M]",
@@ -75,7 +76,7 @@ TEST_CASE("fixed point: every dtype, CPU build, format and odd size against the 
   CapabilityReset reset;
   ThreadCountReset threads;
   at::set_num_threads(1);
-  const std::vector<std::pair<int64_t, int64_t>> formats = {{2, 0}, {2, 1}, {4, 2}, {8, 4},
+  const std::vector<std::pair<int64_t, int64_t>> formats = {{2, 0}, {2, 1},  {4, 2},   {8, 4},
                                                             {8, 7}, {16, 8}, {16, 14}, {24, 12}};
   for (const auto& cap : supported_capabilities()) {
     wrpn::set_cpu_kernel_capability(cap);
@@ -94,8 +95,7 @@ TEST_CASE("fixed point: every dtype, CPU build, format and odd size against the 
   }
 }
 
-TEST_CASE("fixed point: stochastic rounding follows the documented Philox stream",
-          "[cpu][fixed]") {
+TEST_CASE("fixed point: stochastic rounding follows the documented Philox stream", "[cpu][fixed]") {
   CapabilityReset reset;
   ThreadCountReset threads;
   for (const auto& cap : supported_capabilities()) {
@@ -181,9 +181,9 @@ TEST_CASE("fixed point: empty, non-contiguous and meta tensors", "[cpu][fixed]")
   CHECK(wrpn::quantize_fixed_point(torch::empty({0}), 8, 4, true).numel() == 0);
   const auto base = torch::randn({16, 10}).mul(4);
   const auto view = base.t().slice(0, 1, 9, 2);
-  CHECK(bit_mismatch(wrpn::quantize_fixed_point(view, 8, 3),
-                     ref_fixed_point(view.contiguous(), 8, 3))
-            .empty());
+  CHECK(
+      bit_mismatch(wrpn::quantize_fixed_point(view, 8, 3), ref_fixed_point(view.contiguous(), 8, 3))
+          .empty());
   const auto meta = torch::empty({5, 7}, torch::TensorOptions().device(torch::kMeta));
   auto [q, mask] = wrpn::quantize_fixed_point_with_mask(meta, 8, 4);
   CHECK(q.sizes() == meta.sizes());
@@ -192,9 +192,11 @@ TEST_CASE("fixed point: empty, non-contiguous and meta tensors", "[cpu][fixed]")
 
 TEST_CASE("fixed point: bad arguments name the argument and the allowed range", "[cpu][fixed]") {
   const auto x = torch::randn({4});
-  CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 1, 0), Contains("'total_bits' must be in [2, 24]"));
+  CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 1, 0),
+                    Contains("'total_bits' must be in [2, 24]"));
   CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 25, 4), Contains("'total_bits'"));
-  CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 8, 8), Contains("'frac_bits' must be in [0, total_bits - 1] = [0, 7]"));
+  CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 8, 8),
+                    Contains("'frac_bits' must be in [0, total_bits - 1] = [0, 7]"));
   CHECK_THROWS_WITH(wrpn::quantize_fixed_point(x, 8, -1), Contains("'frac_bits'"));
   CHECK_THROWS_WITH(wrpn::quantize_fixed_point(torch::ones({4}, torch::kInt), 8, 4),
                     Contains("floating-point"));
@@ -252,7 +254,8 @@ TEST_CASE("fixed point in modules: QuantConv2d, QuantLinear and QuantReLU", "[cp
   wn::QuantConv2d conv(wn::QuantConv2dOptions(3, 4, 3).weight_bits(8).fixed_point(
       wrpn::FixedPointFormat::parse("Q1.7")));
   conv->eval();
-  CHECK(bit_mismatch(conv->effective_weight(), ref_fixed_point(conv->weight.detach(), 8, 7)).empty());
+  CHECK(
+      bit_mismatch(conv->effective_weight(), ref_fixed_point(conv->weight.detach(), 8, 7)).empty());
   wn::QuantLinear fc(wn::QuantLinearOptions(5, 2).weight_bits(16).fixed_point(
       wrpn::FixedPointFormat::parse("fixed16")));
   CHECK(fc->options.fixed_point().to_string() == "Q2.14");  // resolved for the weight role
@@ -265,13 +268,13 @@ TEST_CASE("fixed point in modules: QuantConv2d, QuantLinear and QuantReLU", "[cp
   CHECK(bit_mismatch(sr(x), ref_fixed_point(torch::relu(x), 8, 4)).empty());
   sr->train();
   CHECK_FALSE(torch::equal(sr(x), ref_fixed_point(torch::relu(x), 8, 4)));
-  CHECK_THROWS_WITH(
-      wn::QuantConv2d(wn::QuantConv2dOptions(3, 4, 3).weight_bits(4).fixed_point(
-          wrpn::FixedPointFormat::parse("Q2.6"))),
-      Contains("8 total bits but the layer has 4 bits"));
+  CHECK_THROWS_WITH(wn::QuantConv2d(wn::QuantConv2dOptions(3, 4, 3).weight_bits(4).fixed_point(
+                        wrpn::FixedPointFormat::parse("Q2.6"))),
+                    Contains("8 total bits but the layer has 4 bits"));
 }
 
-TEST_CASE("fixed point in the zoo: scheme fixed quantizes every quantized layer", "[cpu][fixed][models]") {
+TEST_CASE("fixed point in the zoo: scheme fixed quantizes every quantized layer",
+          "[cpu][fixed][models]") {
   wrpn::models::ModelSpec spec;
   spec.name = "resnet20";
   spec.num_classes = 10;

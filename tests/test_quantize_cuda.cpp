@@ -31,17 +31,17 @@ namespace {
 using Catch::Contains;
 using wrpn_test::bit_mismatch;
 using wrpn_test::float_dtypes;
+using wrpn_test::forward;
+using wrpn_test::forward_with_mask;
 using wrpn_test::make_grad;
 using wrpn_test::make_input;
 using wrpn_test::mask_mismatch;
+using wrpn_test::op_label;
 using wrpn_test::poison_output_memory;
 using wrpn_test::ref_masked_grad;
-using wrpn_test::Values;
-using wrpn_test::forward;
-using wrpn_test::forward_with_mask;
-using wrpn_test::op_label;
 using wrpn_test::reference;
 using wrpn_test::reference_pass;
+using wrpn_test::Values;
 using wrpn_test::values_for;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -50,7 +50,6 @@ const double kNaN = std::nan("");
 at::Tensor vals(const std::vector<double>& v, at::ScalarType st) {
   return torch::tensor(v, torch::kDouble).to(st);
 }
-
 
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
@@ -360,8 +359,8 @@ TEST_CASE("cuda: errors name the argument", "[cuda]") {
 TEST_CASE("cuda: fixed point equals the CPU and the reference, deterministic and stochastic",
           "[cuda][fixed]") {
   WRPN_REQUIRE_CUDA_OR_SKIP();
-  const std::vector<std::pair<int64_t, int64_t>> formats = {{2, 0}, {4, 2}, {8, 4}, {16, 14},
-                                                            {24, 12}};
+  const std::vector<std::pair<int64_t, int64_t>> formats = {
+      {2, 0}, {4, 2}, {8, 4}, {16, 14}, {24, 12}};
   for (auto st : float_dtypes()) {
     for (int64_t n : {1, 7, 8, 9, 1000, 65537, 1 << 20}) {
       const auto x_cpu = make_input(n, st, 17 * n + 3).mul(3.0);
@@ -387,7 +386,8 @@ TEST_CASE("cuda: fixed point equals the CPU and the reference, deterministic and
   const auto base = torch::randn({1001}, torch::kCUDA).mul(4);
   const auto view = base.narrow(0, 1, 1000).requires_grad_();
   const auto q = wrpn::quantize_fixed_point(view, 8, 4);
-  CHECK(bit_mismatch(q.detach().cpu(), wrpn_test::ref_fixed_point(view.detach().cpu(), 8, 4)).empty());
+  CHECK(bit_mismatch(q.detach().cpu(), wrpn_test::ref_fixed_point(view.detach().cpu(), 8, 4))
+            .empty());
   q.sum().backward();
   const double m = wrpn::fixed_point_max(8, 4);
   const auto pass = (view.detach().cpu() >= -m) & (view.detach().cpu() <= m);

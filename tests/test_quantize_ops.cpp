@@ -23,23 +23,23 @@ namespace {
 using Catch::Contains;
 using wrpn_test::bit_mismatch;
 using wrpn_test::CapabilityReset;
-using wrpn_test::supported_capabilities;
-using wrpn_test::ThreadCountReset;
 using wrpn_test::dtype_denorm_min;
 using wrpn_test::dtype_eps;
 using wrpn_test::float_dtypes;
+using wrpn_test::forward;
+using wrpn_test::forward_with_mask;
 using wrpn_test::make_grad;
 using wrpn_test::make_input;
 using wrpn_test::mask_mismatch;
+using wrpn_test::op_label;
 using wrpn_test::pack_loop;
 using wrpn_test::poison_output_memory;
 using wrpn_test::ref_masked_grad;
-using wrpn_test::Values;
-using wrpn_test::forward;
-using wrpn_test::forward_with_mask;
-using wrpn_test::op_label;
 using wrpn_test::reference;
 using wrpn_test::reference_pass;
+using wrpn_test::supported_capabilities;
+using wrpn_test::ThreadCountReset;
+using wrpn_test::Values;
 using wrpn_test::values_for;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -56,7 +56,6 @@ double level(int64_t m, double s, at::ScalarType st) {
   if (st == at::kDouble) return static_cast<double>(m) / s;
   return static_cast<double>(static_cast<float>(m) / static_cast<float>(s));
 }
-
 
 /// What the references say for one input: q, the pass mask, an incoming gradient and the
 /// gradient that must come out.

@@ -8,8 +8,9 @@
 #include <wrpn/train/utils.h>
 
 // After LibTorch: Catch2's CHECK must replace c10's glog-style CHECK.
-#include <catch2/catch.hpp>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -17,7 +18,6 @@
 #include <set>
 #include <string>
 #include <vector>
-#include <unistd.h>
 
 #include "train_test_helpers.h"
 
@@ -112,8 +112,7 @@ TEST_CASE("training options: JSON round trip and clear errors", "[train]") {
   CHECK_THROWS_WITH(wrpn::train::fit(c), Catch::Contains("/nonexistent/cifar"));
 }
 
-TEST_CASE("a short run: loss falls, files have the documented fields, eval agrees",
-          "[train]") {
+TEST_CASE("a short run: loss falls, files have the documented fields, eval agrees", "[train]") {
   const std::string dir = temp_dir("run");
   TrainOptions o = small_run(dir);
   o.augment = false;
@@ -145,8 +144,8 @@ TEST_CASE("a short run: loss falls, files have the documented fields, eval agree
   // wrpn_eval's path reproduces the accuracy recorded for each checkpoint.
   for (const char* ckpt : {"last.ckpt", "best.ckpt"}) {
     const auto meta = wrpn::models::read_checkpoint(dir + "/" + ckpt);
-    const auto r = wrpn::train::evaluate_checkpoint(dir + "/" + ckpt, "digits", o.data_root,
-                                                    "test", "cpu", 50, o.limit_test);
+    const auto r = wrpn::train::evaluate_checkpoint(dir + "/" + ckpt, "digits", o.data_root, "test",
+                                                    "cpu", 50, o.limit_test);
     INFO(ckpt);
     CHECK(r.images == o.limit_test);
     CHECK(r.top1 == Approx(meta.info.metrics.at("test_top1")).epsilon(1e-12));
@@ -226,7 +225,8 @@ TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train
   const auto start = one_step("start", 1e-30, "1");  // below every weight's ulp: the init
   const auto m1 = one_step("m1", 0.05, "1");
   const auto m3 = one_step("m3", 0.05, "3");
-  const auto p0 = start->named_parameters(), p1 = m1->named_parameters(), p3 = m3->named_parameters();
+  const auto p0 = start->named_parameters(), p1 = m1->named_parameters(),
+             p3 = m3->named_parameters();
   int quantized = 0, other = 0;
   for (const auto& item : start->named_modules("", false)) {
     const auto* conv = item.value()->as<wrpn::nn::QuantConv2dImpl>();
@@ -250,7 +250,8 @@ TEST_CASE("quantized_lr_mult scales the step of quantized weights only", "[train
     TrainOptions bad;
     bad.quantized_lr_mult = bad_mult;
     INFO(bad_mult);
-    CHECK_THROWS_WITH(bad.validate(), Catch::Contains("--quantized-lr-mult must be auto or a positive number"));
+    CHECK_THROWS_WITH(bad.validate(),
+                      Catch::Contains("--quantized-lr-mult must be auto or a positive number"));
   }
 }
 

@@ -5,7 +5,7 @@
 
 #include <atomic>
 
-#include "kernels/cpu/quantize_cpu.h"
+#include "wrpn/kernels/quantize_cpu.h"
 
 namespace wrpn::cpu {
 namespace {

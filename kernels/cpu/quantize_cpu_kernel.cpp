@@ -15,8 +15,8 @@
 #include <cstring>
 #include <type_traits>
 
-#include "kernels/common/quant_math.h"
-#include "kernels/cpu/quantize_cpu.h"
+#include "wrpn/kernels/quant_math.h"
+#include "wrpn/kernels/quantize_cpu.h"
 
 // CPU_CAPABILITY names this build's namespace: wrpn::cpu::AVX2::kKernels etc. (quantize_cpu.h).
 namespace wrpn::cpu::CPU_CAPABILITY {
@@ -81,7 +81,7 @@ inline VecD select(uint32_t k, const VecD& a, const VecD& b) {
 }
 #endif
 
-/// Vector policy for the shared templates in kernels/common/quant_math.h.
+/// Vector policy for the shared templates in kernels/include/wrpn/kernels/quant_math.h.
 template <typename VT>
 struct VecMath {
   static VT clamp(VT x, VT lo, VT hi) {
@@ -91,9 +91,7 @@ struct VecMath {
   }
   static VT round_even(VT x) { return x.round(); }
   static VT floor(VT x) { return x.floor(); }
-  static VT add_one_if_ge(VT base, VT a, VT b) {
-    return base + VT::blendv(VT(0), VT(1), a >= b);
-  }
+  static VT add_one_if_ge(VT base, VT a, VT b) { return base + VT::blendv(VT(0), VT(1), a >= b); }
   static VT divide(VT a, VT b) { return a / b; }
   // Division::kLevels avoids vdivps, whose throughput bounded the kernels (fp16/bf16 most), with
   // two FMAs; the baseline build has no FMA instructions and divides.
@@ -492,8 +490,8 @@ inline void philox_uniforms_16(uint64_t seed, int64_t first_block, float* u) {
 /// of 64 elements: draw the 64 uniforms (16 Philox blocks), widen x to float, then one vector
 /// pass for value and mask. double is computed in double, element by element.
 template <typename scalar_t, typename Op>
-void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin,
-                      int64_t end, const Op& op, uint64_t seed) {
+void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t begin, int64_t end,
+                      const Op& op, uint64_t seed) {
   constexpr int64_t kBlocks = kUnit / kernels::kUniformsPerBlock;
   alignas(64) float u[kUnit];
   alignas(64) float xf[kUnit];
@@ -539,8 +537,8 @@ void stochastic_range(const scalar_t* x, scalar_t* out, uint8_t* mask, int64_t b
   }
 }
 
-void stochastic_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask,
-                           QuantParams p, uint64_t seed) {
+void stochastic_quant_impl(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, QuantParams p,
+                           uint64_t seed) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const int64_t units = (n + kUnit - 1) / kUnit;

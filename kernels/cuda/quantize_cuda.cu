@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/common/quant_math.h"
-#include "kernels/cuda/quantize_cuda.h"
+#include "wrpn/kernels/quant_math.h"
+#include "wrpn/kernels/quantize_cuda.h"
 
 namespace wrpn::cuda {
 namespace {
@@ -156,8 +156,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 /// Enough blocks to fill the GPU a few times over; the grid-stride loop covers the rest.
 int grid_for(int64_t groups) {
   const auto* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t resident =
-      static_cast<int64_t>(prop->multiProcessorCount) * (prop->maxThreadsPerMultiProcessor / kThreads);
+  const int64_t resident = static_cast<int64_t>(prop->multiProcessorCount) *
+                           (prop->maxThreadsPerMultiProcessor / kThreads);
   const int64_t wanted = (groups + kThreads - 1) / kThreads;
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, resident * 4)));
 }
@@ -169,17 +169,20 @@ void launch_forward(const at::Tensor& x, const at::Tensor& out, uint8_t* mask, A
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int grid = grid_for((n + kMaskBits - 1) / kMaskBits);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_quant_cuda", [&] {
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    const bool vec = aligned16(xp) && aligned16(op);
-    if (mask != nullptr) {
-      quant_forward<scalar_t, Args, true><<<grid, kThreads, 0, stream>>>(xp, op, mask, n, args, vec);
-    } else {
-      quant_forward<scalar_t, Args, false><<<grid, kThreads, 0, stream>>>(xp, op, mask, n, args, vec);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "wrpn_quant_cuda", [&] {
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        scalar_t* op = out.mutable_data_ptr<scalar_t>();
+        const bool vec = aligned16(xp) && aligned16(op);
+        if (mask != nullptr) {
+          quant_forward<scalar_t, Args, true>
+              <<<grid, kThreads, 0, stream>>>(xp, op, mask, n, args, vec);
+        } else {
+          quant_forward<scalar_t, Args, false>
+              <<<grid, kThreads, 0, stream>>>(xp, op, mask, n, args, vec);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
 }
 
 template <typename U>
@@ -221,10 +224,17 @@ void masked_grad_backward_kernel(const at::Tensor& grad, const uint8_t* mask,
   if (grad.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(grad.device());
   switch (grad.element_size()) {
-    case 2: launch_masked_select<uint16_t>(grad, mask, out); break;
-    case 4: launch_masked_select<uint32_t>(grad, mask, out); break;
-    case 8: launch_masked_select<uint64_t>(grad, mask, out); break;
-    default: TORCH_CHECK(false, "wrpn: masked_grad: unsupported element size ", grad.element_size());
+    case 2:
+      launch_masked_select<uint16_t>(grad, mask, out);
+      break;
+    case 4:
+      launch_masked_select<uint32_t>(grad, mask, out);
+      break;
+    case 8:
+      launch_masked_select<uint64_t>(grad, mask, out);
+      break;
+    default:
+      TORCH_CHECK(false, "wrpn: masked_grad: unsupported element size ", grad.element_size());
   }
 }
 

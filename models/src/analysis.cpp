@@ -511,8 +511,8 @@ struct ModelAnalyzer::State {
     }
     nn::QuantizedLayer q;
     if (!nn::as_quantized_layer(*call.module, q)) return;
-    auto& l = layer(call.module, q.kind_name(), q.quantizer().bits, q.quantizer().fixed_point,
-                    q.role());
+    auto& l =
+        layer(call.module, q.kind_name(), q.quantizer().bits, q.quantizer().fixed_point, q.role());
     if (q.has_weight()) weight_stats(l, q.weight(), call.weight);
     if (q.kind == nn::LayerKind::kConv2d) {
       const auto& o = q.conv->options;

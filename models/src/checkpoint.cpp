@@ -9,8 +9,8 @@
 
 #include "container.h"
 #include "model_spec_json.h"
-#include "wrpn/models/registry.h"
 #include "precision_json.h"
+#include "wrpn/models/registry.h"
 #include "wrpn/util/fs.h"
 #include "wrpn/version.h"
 

@@ -10,8 +10,8 @@
 
 #include "model_spec_json.h"
 #include "wrpn/models/registry.h"
-#include "wrpn/nn/observer.h"
 #include "wrpn/nn/layers.h"
+#include "wrpn/nn/observer.h"
 
 namespace wrpn {
 namespace models {

@@ -11,10 +11,10 @@
 
 #include "container.h"
 #include "model_spec_json.h"
+#include "precision_json.h"
 #include "wrpn/models/registry.h"
 #include "wrpn/nn/layers.h"
 #include "wrpn/ops.h"
-#include "precision_json.h"
 #include "wrpn/util/fs.h"
 #include "wrpn/version.h"
 

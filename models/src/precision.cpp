@@ -166,9 +166,8 @@ int64_t get_bits(const nlohmann::json& v, const std::string& key) {
 PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& where) {
   TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", j.dump());
   static const std::set<std::string> kKeys = {
-      "weight_bits",     "act_bits",           "width",     "fp32_first_layer",
-      "fp32_last_layer", "quantized_residual", "overrides", "scheme",
-      "fixed_stochastic"};
+      "weight_bits",        "act_bits",  "width",  "fp32_first_layer", "fp32_last_layer",
+      "quantized_residual", "overrides", "scheme", "fixed_stochastic"};
   PrecisionConfig c;
   for (const auto& [key, v] : j.items()) {
     TORCH_CHECK(kKeys.count(key), where, ": unknown key \"", key, "\"; expected one of ",

@@ -9,8 +9,8 @@
 #include <set>
 
 #include "model_spec_json.h"
-#include "wrpn/models/resnet.h"
 #include "precision_json.h"
+#include "wrpn/models/resnet.h"
 
 namespace wrpn {
 namespace models {

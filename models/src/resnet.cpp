@@ -39,7 +39,7 @@ struct BlockArgs {
   int64_t out_channels = 0;  // planes for basic blocks, 4x for bottlenecks
   int64_t stride = 1;
   nn::Quantizer stream;  // the quantizer of the block input
-  bool last = false;                         // the block that feeds the classifier
+  bool last = false;     // the block that feeds the classifier
 };
 
 /// BasicBlock / Bottleneck with torchvision's module names (stride on the 3x3 conv).
@@ -71,20 +71,20 @@ class ResidualBlockImpl : public torch::nn::Module {
       conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
-      conv2 = register_module("conv2",
-                              conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.quantizer()));
+      conv2 = register_module(
+          "conv2", conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.quantizer()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
       act2 = act("act2");
-      conv3 = register_module("conv3",
-                              conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.quantizer()));
+      conv3 = register_module(
+          "conv3", conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.quantizer()));
       bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
     } else {
-      conv1 = register_module("conv1",
-                              conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in));
+      conv1 =
+          register_module("conv1", conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in));
       bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
       act1 = act("act1");
-      conv2 = register_module("conv2",
-                              conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.quantizer()));
+      conv2 = register_module(
+          "conv2", conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.quantizer()));
       bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
     }
     if (a.stride != 1 || a.in_channels != a.out_channels) {
@@ -160,17 +160,19 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
   }
   const int64_t stem = p.channels(base[0]);
   conv1 = register_module(
-      "conv1", QuantConv2d(QuantConv2dOptions(spec_.in_channels, stem, imagenet ? 7 : 3)
-                               .stride(imagenet ? 2 : 1)
-                               .padding(imagenet ? 3 : 1)
-                               .bias(false)
-                               .weight_quantizer(quantizers.weight(
-                                   "conv1", p.fp32_first_layer ? kFullPrecisionBits : p.weight_bits))
-                               .input_quantizer(image)
-                               .init(spec_.init)));
+      "conv1",
+      QuantConv2d(QuantConv2dOptions(spec_.in_channels, stem, imagenet ? 7 : 3)
+                      .stride(imagenet ? 2 : 1)
+                      .padding(imagenet ? 3 : 1)
+                      .bias(false)
+                      .weight_quantizer(quantizers.weight(
+                          "conv1", p.fp32_first_layer ? kFullPrecisionBits : p.weight_bits))
+                      .input_quantizer(image)
+                      .init(spec_.init)));
   bn1 = register_module("bn1", torch::nn::BatchNorm2d(stem));
-  act1 = register_module("act1", QuantReLU(quantizers.activation(
-                                     "act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
+  act1 =
+      register_module("act1", QuantReLU(quantizers.activation(
+                                  "act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
 
   int64_t channels = stem;
   nn::Quantizer stream = act1->options.quantizer();
@@ -195,12 +197,11 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
     stages.push_back(register_module("layer" + std::to_string(s + 1), stage));
   }
   fc = register_module(
-      "fc", nn::QuantLinear(
-                nn::QuantLinearOptions(channels, spec_.num_classes)
-                    .weight_quantizer(quantizers.weight(
-                        "fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
-                    .input_quantizer(stream)
-                    .init(spec_.init)));
+      "fc", nn::QuantLinear(nn::QuantLinearOptions(channels, spec_.num_classes)
+                                .weight_quantizer(quantizers.weight(
+                                    "fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
+                                .input_quantizer(stream)
+                                .init(spec_.init)));
   quantizers.check_overrides(spec_.name);
 }
 

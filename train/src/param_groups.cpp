@@ -12,8 +12,8 @@ std::vector<QuantizedWeight> quantized_weights(models::ClassifierImpl& model) {
   std::vector<QuantizedWeight> out;
   nn::for_each_quantized_layer(model, [&](const std::string& name, const nn::QuantizedLayer& l) {
     if (!l.has_weight()) return;
-    const nn::WeightInit init = l.kind == nn::LayerKind::kConv2d ? l.conv->options.init()
-                                                      : l.linear->options.init();
+    const nn::WeightInit init =
+        l.kind == nn::LayerKind::kConv2d ? l.conv->options.init() : l.linear->options.init();
     out.push_back({name, l.weight(), init, l.quantizer().bits,
                    l.quantizer().kind() == nn::Quantizer::Kind::kFixedPoint,
                    l.kind == nn::LayerKind::kConv2d});

@@ -3,12 +3,12 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <sys/stat.h>
 #include <fstream>
 #include <sstream>
 
@@ -74,8 +74,7 @@ void Progress::update(int64_t batch_size, double loss, int64_t correct) {
 }
 
 double Progress::images_per_second() const {
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   return s > 0 ? images_ / s : 0.0;
 }
 
@@ -98,12 +97,13 @@ void Progress::print(bool final) {
   if (out_ == nullptr) return;
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double eta = batches_ > 0 ? elapsed / batches_ * std::max<int64_t>(0, total_ - batches_) : 0;
+  const double eta =
+      batches_ > 0 ? elapsed / batches_ * std::max<int64_t>(0, total_ - batches_) : 0;
   std::fprintf(out_, "%s%s  batch %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  %s %s%s",
                tty_ ? "\r" : "", label_.c_str(), static_cast<long long>(batches_),
-               static_cast<long long>(total_), mean_loss(), 100.0 * accuracy(),
-               images_per_second(), final ? "took" : "ETA",
-               format_duration(final ? elapsed : eta).c_str(), tty_ && !final ? "   " : "\n");
+               static_cast<long long>(total_), mean_loss(), 100.0 * accuracy(), images_per_second(),
+               final ? "took" : "ETA", format_duration(final ? elapsed : eta).c_str(),
+               tty_ && !final ? "   " : "\n");
   std::fflush(out_);
 }
 

@@ -1,6 +1,7 @@
 #pragma once
-/// ADaPTION's range and sparsity measurements (Milde et al., arXiv 1711.04713): value ranges per layer, the Q(m.f) range search, exact zero fractions
-/// and the share of MACs a zero-skipping engine would skip (Venkatesh et al., arXiv 1610.00324).
+/// ADaPTION's range and sparsity measurements (Milde et al., arXiv 1711.04713): value ranges per
+/// layer, the Q(m.f) range search, exact zero fractions and the share of MACs a zero-skipping
+/// engine would skip (Venkatesh et al., arXiv 1610.00324).
 ///
 /// Everything here works on plain tensors and on any torch::nn::Module built from
 /// wrpn::nn::QuantConv2d, QuantLinear and QuantReLU (seen through wrpn::nn::ForwardObserver), so

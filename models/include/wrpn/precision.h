@@ -68,8 +68,7 @@ struct PrecisionConfig {
 
   /// The quantizer of layer `name` in `role` whose bits are `default_bits` unless an entry
   /// names it: bits_for() and fixed_point_for() in one resolved descriptor.
-  nn::Quantizer quantizer_for(const std::string& name, LayerRole role,
-                              int64_t default_bits) const;
+  nn::Quantizer quantizer_for(const std::string& name, LayerRole role, int64_t default_bits) const;
 
   /// True when every quantizer is off (all bits 32, overrides included).
   bool is_full_precision() const;

@@ -1,7 +1,7 @@
 #pragma once
-/// The WRPN quantizer ops (Wide Reduced-Precision Networks, arXiv 1709.01134). Each function calls the `wrpn::` op through the
-/// LibTorch dispatcher, so C++ and Python (`torch.ops.wrpn.*`) callers get the same checks,
-/// kernels (CPU, CUDA, Meta) and autograd.
+/// The WRPN quantizer ops (Wide Reduced-Precision Networks, arXiv 1709.01134). Each function calls
+/// the `wrpn::` op through the LibTorch dispatcher, so C++ and Python (`torch.ops.wrpn.*`) callers
+/// get the same checks, kernels (CPU, CUDA, Meta) and autograd.
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -29,8 +29,7 @@ at::Tensor quantize_activation(const at::Tensor& x, int64_t bits);
 /// Forward with the packed straight-through mask: returns (q, mask), mask a uint8 tensor of
 /// ceil(numel / 8) bytes where bit i of byte j is element 8j + i of w in row-major order.
 std::tuple<at::Tensor, at::Tensor> quantize_weight_with_mask(const at::Tensor& w, int64_t bits);
-std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tensor& x,
-                                                                 int64_t bits);
+std::tuple<at::Tensor, at::Tensor> quantize_activation_with_mask(const at::Tensor& x, int64_t bits);
 
 /// Total widths the fixed-point op accepts (sign bit included). Values are computed in float32,
 /// whose 24-bit significand holds every Q(m.f) grid point up to 24 bits exactly.

@@ -275,8 +275,7 @@ std::string digits_file(const std::string& root) {
     const std::string path = fs::join(root, name);
     if (fs::is_regular_file(path)) return path;
   }
-  fail("digits dataset not found: " + fs::join(root, "digits.csv.gz") + " (" + kDigitsHint +
-       ")");
+  fail("digits dataset not found: " + fs::join(root, "digits.csv.gz") + " (" + kDigitsHint + ")");
 }
 
 // Reads a gzip (or plain) file whole.

@@ -7,101 +7,39 @@
 namespace wrpn {
 namespace nn {
 
-torch::nn::Module& QuantizedLayer::module() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return *conv;
-    case LayerKind::kLinear:
-      return *linear;
-    case LayerKind::kActivation:
-      break;
-  }
-  return *act;
-}
-
-const Quantizer& QuantizedLayer::quantizer() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return conv->options.weight_quantizer();
-    case LayerKind::kLinear:
-      return linear->options.weight_quantizer();
-    case LayerKind::kActivation:
-      break;
-  }
-  return act->options.quantizer();
-}
-
-const Quantizer& QuantizedLayer::input_quantizer() const {
-  static const Quantizer kNone = Quantizer::full_precision();
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return conv->options.input_quantizer();
-    case LayerKind::kLinear:
-      return linear->options.input_quantizer();
-    case LayerKind::kActivation:
-      break;
-  }
-  return kNone;
-}
-
-at::Tensor QuantizedLayer::weight() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return conv->weight;
-    case LayerKind::kLinear:
-      return linear->weight;
-    case LayerKind::kActivation:
-      break;
-  }
-  return {};
-}
-
-at::Tensor QuantizedLayer::bias() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return conv->bias;
-    case LayerKind::kLinear:
-      return linear->bias;
-    case LayerKind::kActivation:
-      break;
-  }
-  return {};
-}
-
 at::Tensor QuantizedLayer::effective_weight() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return conv->effective_weight();
-    case LayerKind::kLinear:
-      return linear->effective_weight();
-    case LayerKind::kActivation:
-      break;
-  }
+  if (conv != nullptr) return conv->effective_weight();
+  if (linear != nullptr) return linear->effective_weight();
   return {};
 }
 
 const char* QuantizedLayer::kind_name() const {
-  switch (kind) {
-    case LayerKind::kConv2d:
-      return "conv";
-    case LayerKind::kLinear:
-      return "linear";
-    case LayerKind::kActivation:
-      break;
-  }
-  return "act";
+  static constexpr const char* kNames[] = {"conv", "linear", "act"};
+  return kNames[static_cast<int>(kind)];
 }
 
 bool as_quantized_layer(const torch::nn::Module& module, QuantizedLayer& out) {
+  static const Quantizer kFullPrecision = Quantizer::full_precision();
   // The module tree hands out non-const modules; the view mutates nothing by itself.
   auto& m = const_cast<torch::nn::Module&>(module);
   out = QuantizedLayer{};
+  out.module_ = &m;
   if ((out.conv = m.as<QuantConv2dImpl>()) != nullptr) {
     out.kind = LayerKind::kConv2d;
+    out.quantizer_ = &out.conv->options.weight_quantizer();
+    out.input_quantizer_ = &out.conv->options.input_quantizer();
+    out.weight_ = out.conv->weight;
+    out.bias_ = out.conv->bias;
   } else if ((out.linear = m.as<QuantLinearImpl>()) != nullptr) {
     out.kind = LayerKind::kLinear;
+    out.quantizer_ = &out.linear->options.weight_quantizer();
+    out.input_quantizer_ = &out.linear->options.input_quantizer();
+    out.weight_ = out.linear->weight;
+    out.bias_ = out.linear->bias;
   } else if ((out.act = m.as<QuantReLUImpl>()) != nullptr) {
     out.kind = LayerKind::kActivation;
+    out.quantizer_ = &out.act->options.quantizer();
+    out.input_quantizer_ = &kFullPrecision;
   } else {
     return false;
   }

@@ -128,8 +128,7 @@ double init_std(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_co
   TORCH_CHECK(false, "unknown WeightInit value ", static_cast<int>(init));
 }
 
-double matched_lr_multiplier(at::IntArrayRef sizes, WeightInit init, int64_t bits,
-                             bool is_conv) {
+double matched_lr_multiplier(at::IntArrayRef sizes, WeightInit init, int64_t bits, bool is_conv) {
   const double ratio =
       init_std(sizes, init, bits, is_conv) / init_std(sizes, init, kFullPrecisionBits, is_conv);
   return ratio * ratio;

@@ -40,7 +40,7 @@ FixedPointFormat FixedPointFormat::resolved(LayerRole role) const {
 std::string FixedPointFormat::to_string() const {
   if (!enabled()) return "none";
   std::string s = frac_bits < 0 ? fmt::format("fixed{}", total_bits)
-                                 : fmt::format("Q{}.{}", total_bits - frac_bits, frac_bits);
+                                : fmt::format("Q{}.{}", total_bits - frac_bits, frac_bits);
   return stochastic ? s + "s" : s;
 }
 
@@ -105,12 +105,12 @@ Quantizer Quantizer::resolved(LayerRole role, const std::string& module) const {
   check_bits(bits, module + (role == LayerRole::kWeight ? " weight_bits" : " bits"));
   if (!fixed_point.enabled()) return *this;
   const FixedPointFormat& f = fixed_point;
-  TORCH_CHECK(f.total_bits == bits, module, ": fixed_point ", f.to_string(), " has ",
-              f.total_bits, " total bits but the layer has ", bits,
-              " bits; set both to the same value");
+  TORCH_CHECK(f.total_bits == bits, module, ": fixed_point ", f.to_string(), " has ", f.total_bits,
+              " total bits but the layer has ", bits, " bits; set both to the same value");
   const FixedPointFormat r = f.resolved(role);
   TORCH_CHECK(r.frac_bits >= 0 && r.frac_bits < r.total_bits && r.total_bits >= 2, module,
-              ": fixed_point ", f.to_string(), ": expected 2..16 total bits and 0..total-1 "
+              ": fixed_point ", f.to_string(),
+              ": expected 2..16 total bits and 0..total-1 "
               "fraction bits");
   Quantizer q = *this;
   q.fixed_point = r;

@@ -1,4 +1,4 @@
-#include "wrpn/src/ops/quantize_common.h"
+#include "quantize_common.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -12,8 +12,7 @@ namespace wrpn::ops {
 
 namespace {
 /// The value tensor for x and, when with_mask, its packed mask (with a pointer to its bytes).
-std::tuple<at::Tensor, at::Tensor, uint8_t*> allocate_outputs(const at::Tensor& x,
-                                                             bool with_mask) {
+std::tuple<at::Tensor, at::Tensor, uint8_t*> allocate_outputs(const at::Tensor& x, bool with_mask) {
   at::Tensor out = at::empty(x.sizes(), x.options());
   if (!with_mask) return {out, at::Tensor(), nullptr};
   at::Tensor mask = at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte));
@@ -25,10 +24,10 @@ std::tuple<at::Tensor, at::Tensor, uint8_t*> allocate_outputs(const at::Tensor& 
 void check_float_input(const char* op, const char* arg, const at::Tensor& x) {
   TORCH_CHECK(x.defined(), op, ": argument '", arg, "' is an undefined tensor");
   const auto st = x.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                   op, ": argument '", arg,
-                   "' must be a floating-point tensor (float32, float16, bfloat16 or float64), got ",
-                   st);
+  TORCH_CHECK_TYPE(
+      st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble, op,
+      ": argument '", arg,
+      "' must be a floating-point tensor (float32, float16, bfloat16 or float64), got ", st);
 }
 
 /// Shape-only value and mask (Meta kernels).
@@ -114,8 +113,8 @@ uint64_t draw_seed(const std::optional<at::Generator>& generator) {
 void check_fixed_point_bits(int64_t total_bits, int64_t frac_bits) {
   TORCH_CHECK_VALUE(total_bits >= kMinFixedPointBits && total_bits <= kMaxFixedPointBits,
                     kFixedName, ": argument 'total_bits' must be in [", kMinFixedPointBits, ", ",
-                    kMaxFixedPointBits, "] (sign bit included; values are computed in float32), got ",
-                    total_bits);
+                    kMaxFixedPointBits,
+                    "] (sign bit included; values are computed in float32), got ", total_bits);
   TORCH_CHECK_VALUE(frac_bits >= 0 && frac_bits <= total_bits - 1, kFixedName,
                     ": argument 'frac_bits' must be in [0, total_bits - 1] = [0, ", total_bits - 1,
                     "] (at least the sign bit is integer), got ", frac_bits);
@@ -140,11 +139,9 @@ std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
   return meta_outputs(x);
 }
 
-std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& input,
-                                                       int64_t total_bits, int64_t frac_bits,
-                                                       bool stochastic,
-                                                       const std::optional<at::Generator>& generator,
-                                                       bool with_mask, const QuantKernels& table) {
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward(
+    const at::Tensor& input, int64_t total_bits, int64_t frac_bits, bool stochastic,
+    const std::optional<at::Generator>& generator, bool with_mask, const QuantKernels& table) {
   check_fixed_point_args(input, total_bits, frac_bits, generator);
   const at::Tensor x = input.contiguous();
   auto [out, mask, mask_ptr] = allocate_outputs(x, with_mask);

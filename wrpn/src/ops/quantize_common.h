@@ -7,12 +7,11 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include <optional>
-
 #include <cstdint>
+#include <optional>
 #include <tuple>
 
-#include "kernels/common/quant_kernels.h"
+#include "wrpn/kernels/quant_kernels.h"
 
 namespace wrpn::ops {
 
@@ -41,10 +40,9 @@ void check_fixed_point_args(const at::Tensor& x, int64_t total_bits, int64_t fra
 std::tuple<at::Tensor, at::Tensor> fixed_point_forward_meta(
     const at::Tensor& x, int64_t total_bits, int64_t frac_bits,
     const std::optional<at::Generator>& generator);
-std::tuple<at::Tensor, at::Tensor> fixed_point_forward(const at::Tensor& x, int64_t total_bits,
-                                                       int64_t frac_bits, bool stochastic,
-                                                       const std::optional<at::Generator>& generator,
-                                                       bool with_mask, const QuantKernels& table);
+std::tuple<at::Tensor, at::Tensor> fixed_point_forward(
+    const at::Tensor& x, int64_t total_bits, int64_t frac_bits, bool stochastic,
+    const std::optional<at::Generator>& generator, bool with_mask, const QuantKernels& table);
 
 at::Tensor masked_grad_forward(const at::Tensor& grad, const at::Tensor& mask,
                                const QuantKernels& table);
@@ -76,9 +74,8 @@ void register_backend_kernels(torch::Library& m) {
     return std::get<0>(
         fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, false, Table()));
   });
-  m.impl("_quantize_fixed_point_forward", [](const Tensor& x, int64_t total_bits,
-                                             int64_t frac_bits, bool stochastic,
-                                             OptGenerator gen) {
+  m.impl("_quantize_fixed_point_forward", [](const Tensor& x, int64_t total_bits, int64_t frac_bits,
+                                             bool stochastic, OptGenerator gen) {
     return fixed_point_forward(x, total_bits, frac_bits, stochastic, gen, true, Table());
   });
 }

@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "kernels/cuda/quantize_cuda.h"
-#include "wrpn/src/ops/quantize_common.h"
+#include "quantize_common.h"
+#include "wrpn/kernels/quantize_cuda.h"
 
 namespace wrpn::ops {
 namespace {

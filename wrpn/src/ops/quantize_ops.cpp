@@ -5,9 +5,9 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "kernels/cpu/quantize_cpu.h"
+#include "quantize_common.h"
+#include "wrpn/kernels/quantize_cpu.h"
 #include "wrpn/ops.h"
-#include "wrpn/src/ops/quantize_common.h"
 
 namespace wrpn {
 namespace ops {
@@ -38,8 +38,7 @@ Tensor quantize_fixed_point_meta(const Tensor& x, int64_t total_bits, int64_t fr
   return std::get<0>(fixed_point_forward_meta(x, total_bits, frac_bits, gen));
 }
 std::tuple<Tensor, Tensor> quantize_fixed_point_forward_meta(const Tensor& x, int64_t total_bits,
-                                                             int64_t frac_bits,
-                                                             bool /*stochastic*/,
+                                                             int64_t frac_bits, bool /*stochastic*/,
                                                              OptGenerator gen) {
   return fixed_point_forward_meta(x, total_bits, frac_bits, gen);
 }
@@ -77,8 +76,8 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, int64_t bits, bool weight) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, mask] = weight ? quantize_weight_with_mask(x, bits)
-                              : quantize_activation_with_mask(x, bits);
+    auto [out, mask] =
+        weight ? quantize_weight_with_mask(x, bits) : quantize_activation_with_mask(x, bits);
     ctx->save_for_backward({mask});
     return out;
   }
@@ -225,11 +224,11 @@ at::Tensor quantize_fixed_point(const at::Tensor& x, int64_t total_bits, int64_t
 std::tuple<at::Tensor, at::Tensor> quantize_fixed_point_with_mask(
     const at::Tensor& x, int64_t total_bits, int64_t frac_bits, bool stochastic,
     std::optional<at::Generator> generator) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("wrpn::_quantize_fixed_point_forward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, int64_t, int64_t, bool,
-                           std::optional<at::Generator>)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("wrpn::_quantize_fixed_point_forward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t, int64_t, bool,
+                                                    std::optional<at::Generator>)>();
   TORCH_CHECK(x.defined(), "wrpn::quantize_fixed_point: argument 'x' is an undefined tensor");
   return op.call(x, total_bits, frac_bits, stochastic, std::move(generator));
 }
@@ -257,8 +256,8 @@ at::Tensor pack_mask(const at::Tensor& bits) {
   const int64_t nbytes = kernels::mask_bytes(n);
   at::Tensor flat = at::zeros({nbytes * 8}, bits.options().dtype(at::kByte));
   flat.narrow(0, 0, n).copy_(bits.reshape({-1}));
-  const at::Tensor weights = at::bitwise_left_shift(at::ones({8}, flat.options()),
-                                                    at::arange(8, flat.options()));
+  const at::Tensor weights =
+      at::bitwise_left_shift(at::ones({8}, flat.options()), at::arange(8, flat.options()));
   return flat.reshape({nbytes, 8}).mul(weights).sum(1, false, at::kByte);
 }
 

@@ -25,24 +25,32 @@ struct QuantizedLayer {
   QuantReLUImpl* act = nullptr;
 
   /// The module itself.
-  torch::nn::Module& module() const;
+  torch::nn::Module& module() const { return *module_; }
   /// The layer's own quantizer: the weight quantizer of a conv or FC, the activation quantizer
   /// of a QuantReLU.
-  const Quantizer& quantizer() const;
+  const Quantizer& quantizer() const { return *quantizer_; }
   /// The quantizer of the activation a conv or FC reads (full precision for a QuantReLU).
-  const Quantizer& input_quantizer() const;
+  const Quantizer& input_quantizer() const { return *input_quantizer_; }
   /// kWeight for convs and FCs, kActivation for QuantReLU.
-  LayerRole role() const { return kind == LayerKind::kActivation ? LayerRole::kActivation
-                                                                  : LayerRole::kWeight; }
+  LayerRole role() const {
+    return kind == LayerKind::kActivation ? LayerRole::kActivation : LayerRole::kWeight;
+  }
   bool has_weight() const { return kind != LayerKind::kActivation; }
   /// The fp32 shadow weight and bias, sharing the parameters' storage (undefined for
   /// QuantReLU; the bias undefined without one).
-  at::Tensor weight() const;
-  at::Tensor bias() const;
+  const at::Tensor& weight() const { return weight_; }
+  const at::Tensor& bias() const { return bias_; }
   /// The weight as forward() uses it (see QuantConv2dImpl::effective_weight()).
   at::Tensor effective_weight() const;
   /// "conv", "linear" or "act".
   const char* kind_name() const;
+
+ private:
+  friend bool as_quantized_layer(const torch::nn::Module& module, QuantizedLayer& out);
+  torch::nn::Module* module_ = nullptr;
+  const Quantizer* quantizer_ = nullptr;
+  const Quantizer* input_quantizer_ = nullptr;
+  at::Tensor weight_, bias_;
 };
 
 /// The quantized-layer view of `module`, or false when it is none of the three layer types.

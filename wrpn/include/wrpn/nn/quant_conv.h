@@ -16,7 +16,7 @@ namespace wrpn {
 namespace nn {
 
 /// Options for QuantConv2d: torch::nn::Conv2dOptions' fields (zero padding only) plus the bits.
-struct QuantConv2dOptions {
+struct QuantConv2dOptions : LayerQuantizerShorthands<QuantConv2dOptions> {
   QuantConv2dOptions(int64_t in_channels, int64_t out_channels,
                      torch::ExpandingArray<2> kernel_size);
 
@@ -38,26 +38,6 @@ struct QuantConv2dOptions {
   TORCH_ARG(Quantizer, input_quantizer) = Quantizer::full_precision();
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
-
- public:  // (TORCH_ARG leaves the section private)
-  /// Shorthands for the quantizers' fields: weight bits (1..16, or 32 for fp32), the fixed-point
-  /// format of the weight quantizer (its total_bits must equal the weight bits; frac_bits -1
-  /// takes the weight default), and the input's bits.
-  QuantConv2dOptions& weight_bits(int64_t bits) {
-    weight_quantizer_.bits = bits;
-    return *this;
-  }
-  int64_t weight_bits() const { return weight_quantizer_.bits; }
-  QuantConv2dOptions& fixed_point(const FixedPointFormat& format) {
-    weight_quantizer_.fixed_point = format;
-    return *this;
-  }
-  const FixedPointFormat& fixed_point() const { return weight_quantizer_.fixed_point; }
-  QuantConv2dOptions& input_bits(int64_t bits) {
-    input_quantizer_.bits = bits;
-    return *this;
-  }
-  int64_t input_bits() const { return input_quantizer_.bits; }
 };
 
 /// Conv2d whose fp32 shadow weight is quantized by wrpn::quantize_weight on every forward

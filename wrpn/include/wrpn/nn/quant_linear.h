@@ -16,7 +16,7 @@ namespace wrpn {
 namespace nn {
 
 /// Options for QuantLinear: torch::nn::LinearOptions' fields plus the bits.
-struct QuantLinearOptions {
+struct QuantLinearOptions : LayerQuantizerShorthands<QuantLinearOptions> {
   QuantLinearOptions(int64_t in_features, int64_t out_features);
 
   TORCH_ARG(int64_t, in_features);
@@ -32,26 +32,6 @@ struct QuantLinearOptions {
   TORCH_ARG(Quantizer, input_quantizer) = Quantizer::full_precision();
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
-
- public:  // (TORCH_ARG leaves the section private)
-  /// Shorthands for the quantizers' fields: weight bits (1..16, or 32 for fp32), the fixed-point
-  /// format of the weight quantizer (its total_bits must equal the weight bits; frac_bits -1
-  /// takes the weight default), and the input's bits.
-  QuantLinearOptions& weight_bits(int64_t bits) {
-    weight_quantizer_.bits = bits;
-    return *this;
-  }
-  int64_t weight_bits() const { return weight_quantizer_.bits; }
-  QuantLinearOptions& fixed_point(const FixedPointFormat& format) {
-    weight_quantizer_.fixed_point = format;
-    return *this;
-  }
-  const FixedPointFormat& fixed_point() const { return weight_quantizer_.fixed_point; }
-  QuantLinearOptions& input_bits(int64_t bits) {
-    input_quantizer_.bits = bits;
-    return *this;
-  }
-  int64_t input_bits() const { return input_quantizer_.bits; }
 };
 
 /// Linear layer whose fp32 shadow weight is quantized on every forward (straight-through

@@ -97,5 +97,35 @@ struct Quantizer {
   bool operator!=(const Quantizer& o) const { return !(*this == o); }
 };
 
+/// Shorthands for the fields of a conv's or FC's quantizers, mixed into their options (which
+/// hold `weight_quantizer` and `input_quantizer`): weight bits (1..16, or 32 for fp32), the
+/// fixed-point format of the weight quantizer (its total_bits must equal the weight bits;
+/// frac_bits -1 takes the weight default), and the bits of the input.
+template <typename Options>
+struct LayerQuantizerShorthands {
+  Options& weight_bits(int64_t bits) {
+    Quantizer q = self().weight_quantizer();
+    q.bits = bits;
+    return self().weight_quantizer(q);
+  }
+  int64_t weight_bits() const { return self().weight_quantizer().bits; }
+  Options& fixed_point(const FixedPointFormat& format) {
+    Quantizer q = self().weight_quantizer();
+    q.fixed_point = format;
+    return self().weight_quantizer(q);
+  }
+  const FixedPointFormat& fixed_point() const { return self().weight_quantizer().fixed_point; }
+  Options& input_bits(int64_t bits) {
+    Quantizer q = self().input_quantizer();
+    q.bits = bits;
+    return self().input_quantizer(q);
+  }
+  int64_t input_bits() const { return self().input_quantizer().bits; }
+
+ private:
+  Options& self() { return static_cast<Options&>(*this); }
+  const Options& self() const { return static_cast<const Options&>(*this); }
+};
+
 }  // namespace nn
 }  // namespace wrpn

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "kernels/common/quant_kernels.h"
+#include "wrpn/kernels/quant_kernels.h"
 
 namespace wrpn::cpu {
 

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels/common/quant_math.h"
+#include "wrpn/kernels/quant_math.h"
 
 namespace wrpn::cuda {
 

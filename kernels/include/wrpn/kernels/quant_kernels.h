@@ -1,12 +1,12 @@
 #pragma once
 // The kernel table a backend provides to the ops: one per CPU capability build
-// (kernels/cpu/quantize_cpu.h) and one for CUDA (kernels/cuda/quantize_cuda.h).
+// (wrpn/kernels/quantize_cpu.h) and one for CUDA (wrpn/kernels/quantize_cuda.h).
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 
-#include "kernels/common/quant_math.h"
+#include "wrpn/kernels/quant_math.h"
 
 namespace wrpn::kernels {
 
