@@ -42,8 +42,9 @@ struct TrainOptions {
   double label_smoothing = 0.0;
   /// Learning-rate multiplier m for the weights of WRPN-quantized convs and FCs (2..16 bits),
   /// whose weight decay is divided by m: "auto" (per layer nn::matched_lr_multiplier, the
-  /// SGD dynamics of the fp32 twin: 1 for He-drawn weights, ~20-170 for 2-bit quant_aware
-  /// convs; 1 in distillation scheme C), or a positive number for every such layer. A BatchNorm
+  /// SGD dynamics of the fp32 twin: 1 for He-drawn weights, the squared ratio of the draws'
+  /// spreads for quant_aware ones; 1 in distillation scheme C), or a positive number for every
+  /// such layer. A BatchNorm
   /// follows each conv, so SGD's effective step on a conv's weight is about lr / |w|^2.
   std::string quantized_lr_mult = "auto";
   // Distillation (Apprentice, arXiv 1711.05852).
