@@ -80,8 +80,8 @@ nn::Quantizer PrecisionConfig::quantizer_for(const std::string& name, LayerRole 
                                              int64_t default_bits) const {
   nn::Quantizer q;
   q.bits = bits_for(name, default_bits);
-  q.fixed_point = fixed_point_for(name, role, q.bits);
-  return q.resolved(role, name);
+  q.fixed_point = fixed_point_for(name, role, q.bits);  // resolved for the role already
+  return q;
 }
 
 bool PrecisionConfig::is_full_precision() const {

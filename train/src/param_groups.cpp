@@ -8,19 +8,6 @@
 
 namespace wrpn::train {
 
-std::vector<QuantizedWeight> quantized_weights(models::ClassifierImpl& model) {
-  std::vector<QuantizedWeight> out;
-  nn::for_each_quantized_layer(model, [&](const std::string& name, const nn::QuantizedLayer& l) {
-    if (!l.has_weight()) return;
-    const nn::WeightInit init =
-        l.kind == nn::LayerKind::kConv2d ? l.conv->options.init() : l.linear->options.init();
-    out.push_back({name, l.weight(), init, l.quantizer().bits,
-                   l.quantizer().kind() == nn::Quantizer::Kind::kFixedPoint,
-                   l.kind == nn::LayerKind::kConv2d});
-  });
-  return out;
-}
-
 torch::optim::SGDOptions sgd_options(const TrainOptions& o) {
   return torch::optim::SGDOptions(o.schedule.base_lr)
       .momentum(o.momentum)
@@ -35,21 +22,24 @@ ParamGroups make_param_groups(models::ClassifierImpl& model, const TrainOptions&
   ParamGroups pg;
   pg.mult.push_back(1.0);
   std::set<const c10::TensorImpl*> quantized;
-  for (const auto& q : quantized_weights(model)) {
-    if (q.bits < 2 || q.bits > wrpn::kMaxBits || q.fixed_point) continue;
+  nn::for_each_quantized_layer(model, [&](const std::string& name, const nn::QuantizedLayer& l) {
+    const nn::Quantizer& q = l.quantizer();
+    if (!l.has_weight() || q.kind() != nn::Quantizer::Kind::kWrpn || q.bits < 2) return;
+    const bool is_conv = l.kind == nn::LayerKind::kConv2d;
     double m = fixed_mult;
     if (m == 0.0) {
+      const nn::WeightInit init = is_conv ? l.conv->options.init() : l.linear->options.init();
       m = o.distill_scheme == "C"
               ? 1.0
-              : nn::matched_lr_multiplier(q.weight.sizes(), q.init, q.bits, q.is_conv);
+              : nn::matched_lr_multiplier(l.weight().sizes(), init, q.bits, is_conv);
     }
     auto opts = std::make_unique<torch::optim::SGDOptions>(sgd);
     opts->lr(o.schedule.base_lr * m).weight_decay(o.weight_decay / m);
-    pg.groups.emplace_back(std::vector<torch::Tensor>{q.weight}, std::move(opts));
+    pg.groups.emplace_back(std::vector<torch::Tensor>{l.weight()}, std::move(opts));
     pg.mult.push_back(m);
-    pg.lr_mults[q.name] = m;
-    quantized.insert(q.weight.unsafeGetTensorImpl());
-  }
+    pg.lr_mults[name] = m;
+    quantized.insert(l.weight().unsafeGetTensorImpl());
+  });
   std::vector<torch::Tensor> others;
   for (const auto& p : model.parameters()) {
     if (!quantized.count(p.unsafeGetTensorImpl())) others.push_back(p);

@@ -9,23 +9,9 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
-#include <string>
 #include <vector>
 
 namespace wrpn::train {
-
-/// A conv or FC weight and how it is quantized.
-struct QuantizedWeight {
-  std::string name;  ///< the module's name
-  torch::Tensor weight;
-  nn::WeightInit init;
-  int64_t bits = 0;
-  bool fixed_point = false;
-  bool is_conv = false;
-};
-
-/// The weight of every QuantConv2d and QuantLinear of `model`, in named_modules() order.
-std::vector<QuantizedWeight> quantized_weights(models::ClassifierImpl& model);
 
 /// The groups of one SGD optimizer and the lr multiplier of each.
 struct ParamGroups {

@@ -69,8 +69,7 @@ void atomic_write(const std::string& path, std::string_view bytes, bool make_par
   if (::close(fd) != 0) fail("closing the temporary file", false);
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming the temporary file over it", false);
   // Make the rename itself durable.
-  const std::string dir = parent_path(path);
-  fsync_directory(dir.empty() ? "." : dir);
+  fsync_directory(parent_path(path));
 }
 
 std::string read_file(const std::string& path, const std::string& what) {
