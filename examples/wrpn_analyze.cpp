@@ -26,9 +26,9 @@ int main(int argc, char** argv) {
     app.add_option("--checkpoint,checkpoint", rq.checkpoint, "a checkpoint written by wrpn_train")
         ->required()
         ->check(CLI::ExistingFile);
-    wrpn::cli::add_dataset_flag(
-        app, rq.dataset,
-        "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
+    wrpn::cli::add_dataset_flag(app, rq.dataset,
+                                "digits, fashion_mnist, mnist, cifar10 or folder (default: the one "
+                                "the checkpoint was trained on)");
     wrpn::cli::add_data_root_flag(
         app, rq.data_root, "dataset directory (default: the training run's, else data/<dataset>)");
     app.add_option("--split", rq.split, "test or train")

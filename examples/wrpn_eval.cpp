@@ -19,8 +19,9 @@ int main(int argc, char** argv) {
     app.add_option("checkpoint", checkpoint, "a checkpoint written by wrpn_train")
         ->required()
         ->check(CLI::ExistingFile);
-    wrpn::cli::add_dataset_flag(
-        app, dataset, "digits, cifar10 or folder (default: the one the checkpoint was trained on)");
+    wrpn::cli::add_dataset_flag(app, dataset,
+                                "digits, fashion_mnist, mnist, cifar10 or folder (default: the one "
+                                "the checkpoint was trained on)");
     wrpn::cli::add_data_root_flag(
         app, root, "dataset directory (default: the training run's, else data/<dataset>)");
     app.add_option("--split", split, "train or test")->capture_default_str();

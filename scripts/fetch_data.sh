@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Fetches the built-in data into data/ (git-ignored) from Debian's python3-sklearn package file,
-# without installing the package:
-#   data/digits/digits.csv.gz          the 1,797 8x8 handwritten digits (64 pixels 0..16, label)
-#   data/sample_images/china.jpg       two 640x427 camera JPEGs, for the decoder tests
-#   data/sample_images/flower.jpg
-# Idempotent: does nothing when the files are already there.
+# Fetches the built-in data into data/ (git-ignored) from Debian's package files, without
+# installing the packages (apt-get download + dpkg -x):
+#   python3-sklearn:
+#     data/digits/digits.csv.gz          the 1,797 8x8 handwritten digits (64 pixels 0..16, label)
+#     data/sample_images/china.jpg       two 640x427 camera JPEGs, for the decoder tests
+#     data/sample_images/flower.jpg
+#   dataset-fashion-mnist:
+#     data/fashion_mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+#                                        Fashion-MNIST: 60,000 training and 10,000 test 28x28 images
+# Idempotent: a dataset already there (and whole) is not fetched again.
 # Environment: WRPN_DATA_DIR (default <repo>/data).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,23 +19,39 @@ die() { printf '[fetch_data] error: %s\n' "$*" >&2; exit 1; }
 DIGITS="$DATA/digits/digits.csv.gz"
 IMAGES=(china.jpg flower.jpg)
 EXPECTED_ROWS=1797
+FASHION="$DATA/fashion_mnist"
+FASHION_FILES=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz
+  t10k-labels-idx1-ubyte.gz)
+# Uncompressed sizes: 16-byte image headers + 28*28 bytes an image, 8-byte label headers + 1 a label.
+declare -A FASHION_BYTES=(
+  [train-images-idx3-ubyte.gz]=47040016 [train-labels-idx1-ubyte.gz]=60008
+  [t10k-images-idx3-ubyte.gz]=7840016 [t10k-labels-idx1-ubyte.gz]=10008)
 
 count_rows() { gzip -dc "$1" 2>/dev/null | grep -c . || true; }
+gz_bytes() { gzip -dc "$1" 2>/dev/null | wc -c || true; }
 
-have_all() {
+have_digits() {
   [[ -s "$DIGITS" ]] || return 1
   local f
   for f in "${IMAGES[@]}"; do [[ -s "$DATA/sample_images/$f" ]] || return 1; done
   [[ "$(count_rows "$DIGITS")" == "$EXPECTED_ROWS" ]]
 }
 
-if have_all; then
+have_fashion() {
+  local f
+  for f in "${FASHION_FILES[@]}"; do
+    [[ -s "$FASHION/$f" ]] || return 1
+    [[ "$(gz_bytes "$FASHION/$f")" == "${FASHION_BYTES[$f]}" ]] || return 1
+  done
+}
+
+if have_digits && have_fashion; then
   log "data already present in $DATA"
   exit 0
 fi
 
-command -v apt-get >/dev/null || die "apt-get not found: the data comes from Debian's python3-sklearn"
-command -v dpkg >/dev/null || die "dpkg not found: the data comes from Debian's python3-sklearn"
+command -v apt-get >/dev/null || die "apt-get not found: the data comes from Debian's packages"
+command -v dpkg >/dev/null || die "dpkg not found: the data comes from Debian's packages"
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 
 TMP="$(mktemp -d)"
@@ -39,28 +59,57 @@ trap 'rm -rf "$TMP"' EXIT
 # apt's download sandbox user must be able to write into the target directory.
 [[ $(id -u) -eq 0 ]] && chown _apt "$TMP" 2>/dev/null || true
 
-download() { (cd "$TMP" && apt-get download -q python3-sklearn >/dev/null 2>"$TMP/apt.err"); }
-log "downloading python3-sklearn (package file only, not installed)"
-if ! download; then
-  log "apt-get download failed; updating the package lists and retrying"
-  $SUDO apt-get update -qq || true
-  download || { cat "$TMP/apt.err" >&2; die "could not download python3-sklearn"; }
+UPDATED=0
+# extract <package>: downloads the package file and unpacks it into $TMP/<package>; prints that dir.
+extract() {
+  local pkg="$1" deb
+  download() { (cd "$TMP" && apt-get download -q "$pkg" >/dev/null 2>"$TMP/apt.err"); }
+  log "downloading $pkg (package file only, not installed)" >&2
+  if ! download; then
+    if [[ $UPDATED == 0 ]]; then
+      log "apt-get download failed; updating the package lists and retrying" >&2
+      $SUDO apt-get update -qq >&2 || true
+      UPDATED=1
+    fi
+    download || { cat "$TMP/apt.err" >&2; die "could not download $pkg"; }
+  fi
+  deb="$(ls "$TMP/${pkg}"_*.deb 2>/dev/null | head -n1)"
+  [[ -n "$deb" ]] || die "apt-get download left no $pkg .deb in $TMP"
+  dpkg -x "$deb" "$TMP/$pkg"
+  echo "$TMP/$pkg"
+}
+
+# Copies $1 to $2 through a temporary file, so an interrupted copy leaves no partial file.
+install_file() { cp "$1" "$2.tmp" && mv "$2.tmp" "$2"; }
+
+if ! have_digits; then
+  X="$(extract python3-sklearn)"
+  PKG="$(find "$X" -type d -path '*/sklearn/datasets' | head -n1)"
+  [[ -n "$PKG" ]] || die "no sklearn/datasets directory in python3-sklearn"
+  mkdir -p "$DATA/digits" "$DATA/sample_images"
+  SRC="$PKG/data/digits.csv.gz"
+  [[ -f "$SRC" ]] || die "python3-sklearn has no sklearn/datasets/data/digits.csv.gz"
+  rows="$(count_rows "$SRC")"
+  [[ "$rows" == "$EXPECTED_ROWS" ]] || die "$SRC has $rows rows, expected $EXPECTED_ROWS"
+  install_file "$SRC" "$DIGITS"
+  for f in "${IMAGES[@]}"; do
+    [[ -f "$PKG/images/$f" ]] || die "python3-sklearn has no sklearn/datasets/images/$f"
+    install_file "$PKG/images/$f" "$DATA/sample_images/$f"
+  done
+  log "wrote $DIGITS ($rows rows) and ${IMAGES[*]} to $DATA/sample_images"
 fi
-DEB="$(ls "$TMP"/python3-sklearn_*.deb 2>/dev/null | head -n1)"
-[[ -n "$DEB" ]] || die "apt-get download left no python3-sklearn .deb in $TMP"
 
-dpkg -x "$DEB" "$TMP/x"
-PKG="$(find "$TMP/x" -type d -path '*/sklearn/datasets' | head -n1)"
-[[ -n "$PKG" ]] || die "no sklearn/datasets directory in $(basename "$DEB")"
-
-mkdir -p "$DATA/digits" "$DATA/sample_images"
-SRC="$PKG/data/digits.csv.gz"
-[[ -f "$SRC" ]] || die "$(basename "$DEB") has no sklearn/datasets/data/digits.csv.gz"
-rows="$(count_rows "$SRC")"
-[[ "$rows" == "$EXPECTED_ROWS" ]] || die "$SRC has $rows rows, expected $EXPECTED_ROWS"
-cp "$SRC" "$DIGITS.tmp" && mv "$DIGITS.tmp" "$DIGITS"
-for f in "${IMAGES[@]}"; do
-  [[ -f "$PKG/images/$f" ]] || die "$(basename "$DEB") has no sklearn/datasets/images/$f"
-  cp "$PKG/images/$f" "$DATA/sample_images/$f.tmp" && mv "$DATA/sample_images/$f.tmp" "$DATA/sample_images/$f"
-done
-log "wrote $DIGITS ($rows rows) and ${IMAGES[*]} to $DATA/sample_images"
+if ! have_fashion; then
+  X="$(extract dataset-fashion-mnist)"
+  SRC="$X/usr/share/datasets/fashion-mnist"
+  [[ -d "$SRC" ]] || die "dataset-fashion-mnist has no usr/share/datasets/fashion-mnist/"
+  mkdir -p "$FASHION"
+  for f in "${FASHION_FILES[@]}"; do
+    [[ -f "$SRC/$f" ]] || die "dataset-fashion-mnist has no $f"
+    n="$(gz_bytes "$SRC/$f")"
+    [[ "$n" == "${FASHION_BYTES[$f]}" ]] ||
+      die "$f in dataset-fashion-mnist holds $n bytes uncompressed, expected ${FASHION_BYTES[$f]}"
+    install_file "$SRC/$f" "$FASHION/$f"
+  done
+  log "wrote ${FASHION_FILES[*]} to $FASHION"
+fi

@@ -73,6 +73,23 @@ ctest --test-dir "$BUILD" --output-on-failure -j 8 --timeout 900 \
   --output-junit "$OUT_DIR/ctest.xml" >"$OUT_DIR/ctest.log" 2>&1 || status=1
 grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT_DIR/ctest.log" | tail -40 | tee -a "$OUT_DIR/summary.txt"
 
+step "ResNet-34 (small stem) 2x 4/4 on Fashion-MNIST, 3 epochs on the GPU"
+if [[ -f data/fashion_mnist/train-images-idx3-ubyte.gz ]]; then
+  "$BUILD/examples/wrpn_train" --model resnet34_small --dataset fashion_mnist --width 2 \
+    --weight-bits 4 --act-bits 4 --init quant_aware --epochs 3 --warmup-epochs 0.5 --batch-size 128 \
+    --device cuda \
+    --run-dir "$OUT_DIR/resnet34_small_fashion" >"$OUT_DIR/resnet34_small_fashion.log" 2>&1 \
+    || status=1
+  tail -8 "$OUT_DIR/resnet34_small_fashion.log" | tee -a "$OUT_DIR/summary.txt"
+  cp "$OUT_DIR/resnet34_small_fashion/summary.json" "$OUT_DIR/resnet34_small_fashion.summary.json" \
+    2>/dev/null || true
+  rm -f "$OUT_DIR"/resnet34_small_fashion/*.ckpt  # keep what comes back small
+else
+  echo "data/fashion_mnist is missing: carry data/ (scripts/gpu_check.sh --prepare fetches it)" \
+    | tee -a "$OUT_DIR/summary.txt"
+  status=1
+fi
+
 step "benchmark"
 if [[ -x "$BUILD/benchmarks/wrpn_bench" ]]; then
   "$BUILD/benchmarks/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \

@@ -995,9 +995,15 @@ TEST_CASE("data: open_dataset opens every dataset by name", "[data]") {
   CHECK(cifar.channels() == 3);
   CHECK(cifar.class_names()[1] == "automobile");
 
-  CHECK_THROWS_AS(wrpn::data::open_dataset("mnist", "", Split::Train), std::invalid_argument);
+  CHECK_THROWS_AS(wrpn::data::open_dataset("emnist", "", Split::Train), std::invalid_argument);
+  CHECK_THROWS_WITH(wrpn::data::open_dataset("emnist", "", Split::Train),
+                    Contains("unknown dataset 'emnist'") && Contains("fashion_mnist"));
+  // A known name whose files are missing is a DatasetError naming the file.
+  CHECK_THROWS_AS(wrpn::data::open_dataset("mnist", dir.path().string(), Split::Train),
+                  wrpn::data::DatasetError);
   CHECK_THROWS_AS(wrpn::data::open_dataset("folder", "", Split::Train), std::invalid_argument);
-  CHECK(wrpn::data::dataset_names() == std::vector<std::string>({"digits", "cifar10", "folder"}));
+  CHECK(wrpn::data::dataset_names() ==
+        std::vector<std::string>({"digits", "fashion_mnist", "mnist", "cifar10", "folder"}));
 }
 
 TEST_CASE("data: open_dataset opens image folders", "[data]") {
@@ -1088,4 +1094,280 @@ TEST_CASE("data: data loading throughput", "[.bench][data]") {
                   augment ? "train" : "eval", workers, images_per_second(folder, workers, 2));
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDX (MNIST, Fashion-MNIST)
+
+namespace {
+
+void put_be32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+// An IDX file of unsigned bytes with the given dimensions and data.
+std::string idx_bytes(const std::vector<uint32_t>& dims, const std::string& data) {
+  std::string out = {0, 0, 8, static_cast<char>(dims.size())};
+  for (uint32_t d : dims) put_be32(out, d);
+  return out + data;
+}
+
+// Image i of an MNIST-layout split: pixel (y, x) = (13 i + 5 y + 3 x + first) % 256.
+std::string idx_images(int count, int rows, int cols, int first) {
+  std::string data;
+  for (int i = 0; i < count; ++i) {
+    for (int y = 0; y < rows; ++y) {
+      for (int x = 0; x < cols; ++x)
+        data.push_back(static_cast<char>((13 * i + 5 * y + 3 * x + first) % 256));
+    }
+  }
+  return idx_bytes(
+      {static_cast<uint32_t>(count), static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)},
+      data);
+}
+
+// Labels (7 i + first) % 10.
+std::string idx_labels(int count, int first) {
+  std::string data;
+  for (int i = 0; i < count; ++i) data.push_back(static_cast<char>((7 * i + first) % 10));
+  return idx_bytes({static_cast<uint32_t>(count)}, data);
+}
+
+// A small MNIST-layout directory: `train` and `test` images of rows x cols, gzip or plain.
+void write_mnist_dir(const TempDir& dir, int train, int test, int rows, int cols, bool gz) {
+  const auto put = [&](const std::string& base, const std::string& bytes) {
+    write_bytes(dir / (gz ? base + ".gz" : base), gz ? gzip_stored(bytes) : bytes);
+  };
+  put("train-images-idx3-ubyte", idx_images(train, rows, cols, 0));
+  put("train-labels-idx1-ubyte", idx_labels(train, 0));
+  put("t10k-images-idx3-ubyte", idx_images(test, rows, cols, 100));
+  put("t10k-labels-idx1-ubyte", idx_labels(test, 3));
+}
+
+}  // namespace
+
+TEST_CASE("data: read_idx reads the header and row-major data, gzip or plain", "[data][idx]") {
+  TempDir dir;
+  const bool gz = GENERATE(true, false);
+  const std::string bytes = idx_images(3, 2, 4, 0);
+  const std::string path = dir / (gz ? "a.idx.gz" : "a.idx");
+  write_bytes(path, gz ? gzip_stored(bytes) : bytes);
+  const wrpn::data::IdxArray a = wrpn::data::read_idx(path, 3);
+  REQUIRE(a.dims == std::vector<int64_t>({3, 2, 4}));
+  REQUIRE(a.data.size() == 24);
+  // Element (i, y, x) sits at i*8 + y*4 + x.
+  for (int i = 0; i < 3; ++i) {
+    for (int y = 0; y < 2; ++y) {
+      for (int x = 0; x < 4; ++x)
+        CHECK(a.data[i * 8 + y * 4 + x] == (13 * i + 5 * y + 3 * x) % 256);
+    }
+  }
+  // Dimensions above 255 are big-endian.
+  write_bytes(dir / "b.idx", idx_bytes({258}, std::string(258, '\x07')));
+  const auto b = wrpn::data::read_idx(dir / "b.idx");
+  CHECK(b.dims == std::vector<int64_t>({258}));
+  CHECK(b.data.size() == 258);
+}
+
+TEST_CASE("data: read_idx: bad files name the file and what was expected", "[data][idx]") {
+  TempDir dir;
+  const std::string path = dir / "x.idx";
+  const auto fails_with = [&](const std::string& bytes, int64_t dims, const std::string& what) {
+    write_bytes(path, bytes);
+    INFO(what);
+    REQUIRE_THROWS_AS(wrpn::data::read_idx(path, dims), wrpn::data::DatasetError);
+    REQUIRE_THROWS_WITH(wrpn::data::read_idx(path, dims), Contains(path) && Contains(what));
+  };
+  const std::string good = idx_images(2, 3, 3, 0);
+  fails_with("", 0, "shorter than the 4-byte magic number");
+  fails_with(std::string("\x01\x02\x08\x03", 4) + good.substr(4), 0, "bad magic number 0x01 0x02");
+  fails_with(std::string("\x00\x00\x08\x00", 4), 0, "bad magic number");  // zero dimensions
+  std::string floats = good;
+  floats[2] = 0x0D;
+  fails_with(floats, 0, "IDX type 0x0d (float32) is not supported: expected 0x08");
+  fails_with(good, 1, "3 dimensions in the header, expected 1 (labels: count)");
+  fails_with(idx_labels(4, 0), 3, "1 dimensions in the header, expected 3 (images");
+  fails_with(good.substr(0, 10), 3, "truncated header: 10 bytes, expected 16");
+  fails_with(good.substr(0, good.size() - 1), 3,
+             "17 data bytes, expected 18 (2 x 3 x 3 from the header): the file is truncated");
+  fails_with(good + "xy", 3, "20 data bytes, expected 18 (2 x 3 x 3 from the header): trailing");
+  // A header that claims far more than the file holds.
+  fails_with(idx_bytes({4000000000u, 4000000000u, 4000000000u}, "abc"), 3,
+             "3 data bytes, expected more than the file holds");
+  const std::string gz = gzip_stored(good);
+  fails_with(gz.substr(0, gz.size() - 12), 3, "corrupt or truncated gzip data");
+  REQUIRE_THROWS_WITH(wrpn::data::read_idx(dir / "missing.idx"),
+                      Contains("IDX file not found") && Contains(dir / "missing.idx"));
+}
+
+TEST_CASE("data: Mnist reads the official split, pixel / 255, labels in file order",
+          "[data][idx]") {
+  TempDir dir;
+  const bool gz = GENERATE(true, false);
+  write_mnist_dir(dir, 12, 5, 6, 4, gz);
+  const auto raw = DatasetOptions().normalize(false);
+  wrpn::data::Mnist train(dir.path().string(), Split::Train, raw);
+  wrpn::data::Mnist test(dir.path().string(), Split::Test, raw);
+  REQUIRE(train.size().value() == 12);
+  REQUIRE(test.size().value() == 5);
+  REQUIRE(test.tensors().images.sizes() == torch::IntArrayRef({5, 1, 6, 4}));
+  CHECK(test.num_classes() == 10);
+  CHECK(test.class_names().front() == "0");
+  for (int i = 0; i < 5; ++i) {
+    CHECK(test.tensors().labels[i].item<int64_t>() == (7 * i + 3) % 10);
+    for (int y = 0; y < 6; ++y) {
+      for (int x = 0; x < 4; ++x) {
+        const float want = static_cast<float>((13 * i + 5 * y + 3 * x + 100) % 256) / 255.0f;
+        CHECK(test.tensors().images[i][0][y][x].item<float>() == want);
+      }
+    }
+  }
+  CHECK(train.tensors().labels[11].item<int64_t>() == 77 % 10);
+  CHECK(train.tensors().normalization.mean.empty());
+}
+
+TEST_CASE("data: Mnist normalises both splits with the training images' statistics",
+          "[data][idx]") {
+  TempDir dir;
+  write_mnist_dir(dir, 10, 4, 5, 5, true);
+  // The training pixels' mean and population std, computed here from the bytes.
+  double sum = 0, sum2 = 0;
+  for (int i = 0; i < 10; ++i) {
+    for (int y = 0; y < 5; ++y) {
+      for (int x = 0; x < 5; ++x) {
+        const double v = ((13 * i + 5 * y + 3 * x) % 256) / 255.0;
+        sum += v;
+        sum2 += v * v;
+      }
+    }
+  }
+  const double mean = sum / 250, std = std::sqrt(sum2 / 250 - mean * mean);
+  wrpn::data::FashionMnist train(dir.path().string(), Split::Train);
+  wrpn::data::FashionMnist test(dir.path().string(), Split::Test);
+  for (const auto* d : {&train, &test}) {
+    REQUIRE(d->tensors().normalization.mean.size() == 1);
+    CHECK(d->tensors().normalization.mean[0] == Approx(mean).epsilon(1e-12));
+    CHECK(d->tensors().normalization.std[0] == Approx(std).epsilon(1e-12));
+    CHECK(d->tensors().fill[0] == Approx(-mean / std).epsilon(1e-12));
+  }
+  const double v = ((13 * 2 + 5 * 1 + 3 * 4 + 100) % 256) / 255.0;
+  CHECK(test.tensors().images[2][0][1][4].item<float>() == Approx((v - mean) / std).epsilon(1e-6));
+  CHECK(std::abs(train.tensors().images.mean().item<double>()) < 1e-5);
+  CHECK(test.class_names() == wrpn::data::FashionMnist::names());
+  CHECK(test.class_names()[9] == "Ankle boot");
+}
+
+TEST_CASE("data: Mnist: missing files, mismatched counts and bad labels are named", "[data][idx]") {
+  TempDir dir;
+  const std::string root = dir.path().string();
+  REQUIRE_THROWS_WITH(wrpn::data::FashionMnist(root, Split::Train),
+                      Contains(dir / "train-images-idx3-ubyte.gz") && Contains("not found") &&
+                          Contains("scripts/fetch_data.sh") && Contains("dataset-fashion-mnist"));
+  REQUIRE_THROWS_WITH(wrpn::data::Mnist(root, Split::Test),
+                      Contains(dir / "t10k-images-idx3-ubyte.gz") && Contains("mnist file"));
+  write_mnist_dir(dir, 6, 4, 3, 3, false);
+  SECTION("label count differs from image count") {
+    write_bytes(dir / "t10k-labels-idx1-ubyte", idx_labels(5, 0));
+    REQUIRE_THROWS_WITH(wrpn::data::Mnist(root, Split::Test),
+                        Contains(dir / "t10k-labels-idx1-ubyte") && Contains("5 labels") &&
+                            Contains("4 images") && Contains("do not match"));
+  }
+  SECTION("label outside 0..9") {
+    std::string labels = idx_labels(4, 0);
+    labels[8 + 2] = 10;
+    write_bytes(dir / "t10k-labels-idx1-ubyte", labels);
+    REQUIRE_THROWS_WITH(
+        wrpn::data::Mnist(root, Split::Test),
+        Contains(dir / "t10k-labels-idx1-ubyte") && Contains("label 10 at index 2, expected 0..9"));
+  }
+  SECTION("images swapped for labels") {
+    write_bytes(dir / "train-images-idx3-ubyte", idx_labels(6, 0));
+    REQUIRE_THROWS_WITH(
+        wrpn::data::Mnist(root, Split::Train),
+        Contains(dir / "train-images-idx3-ubyte") && Contains("expected 3 (images"));
+    // The test split needs the training images for its normalisation, and says which broke.
+    REQUIRE_THROWS_WITH(wrpn::data::Mnist(root, Split::Test),
+                        Contains(dir / "train-images-idx3-ubyte"));
+    // Without normalisation the test split does not read them.
+    CHECK(wrpn::data::Mnist(root, Split::Test, DatasetOptions().normalize(false)).size() == 4u);
+  }
+  SECTION("truncated images") {
+    const std::string images = idx_images(4, 3, 3, 100);
+    write_bytes(dir / "t10k-images-idx3-ubyte", images.substr(0, images.size() - 5));
+    REQUIRE_THROWS_WITH(wrpn::data::Mnist(root, Split::Test),
+                        Contains(dir / "t10k-images-idx3-ubyte") && Contains("truncated"));
+  }
+  SECTION("other names of the same files") {
+    for (const char* base : {"train-images", "train-labels", "t10k-images", "t10k-labels"}) {
+      const std::string kind =
+          std::string(base).find("images") != std::string::npos ? "idx3" : "idx1";
+      const std::string from = dir / (std::string(base) + "-" + kind + "-ubyte");
+      const std::string to = dir / (std::string(base) + "." + kind + "-ubyte");
+      REQUIRE(std::rename(from.c_str(), to.c_str()) == 0);
+    }
+    CHECK(wrpn::data::Mnist(root, Split::Train).size() == 6u);
+  }
+}
+
+TEST_CASE("data: Fashion-MNIST loads through make_data_loader identically with 0 and 2 workers",
+          "[data][idx]") {
+  TempDir dir;
+  write_mnist_dir(dir, 40, 8, 28, 28, true);
+  auto dataset = wrpn::data::open_dataset("fashion_mnist", dir.path().string(), Split::Train,
+                                          DatasetOptions().augment(true).seed(3));
+  REQUIRE(dataset.in_memory() != nullptr);
+  REQUIRE(dataset.image_size() == 28);
+  REQUIRE(dataset.channels() == 1);
+  dataset.set_epoch(2);
+  auto run = [&](size_t workers) {
+    auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
+        dataset.map(torch::data::transforms::Stack<>()),
+        torch::data::DataLoaderOptions().batch_size(16).workers(workers));
+    std::vector<torch::Tensor> images, labels;
+    for (auto& batch : *loader) {
+      images.push_back(batch.data);
+      labels.push_back(batch.target);
+    }
+    return std::make_pair(torch::cat(images), torch::cat(labels));
+  };
+  const auto [x0, y0] = run(0);
+  const auto [x2, y2] = run(2);
+  REQUIRE(x0.sizes() == torch::IntArrayRef({40, 1, 28, 28}));
+  CHECK(torch::equal(x0, x2));
+  CHECK(torch::equal(y0, y2));
+  CHECK(torch::equal(x0, dataset.tensors()->batch(torch::arange(40), 2).data));
+  // The augmentation changes images (crop and flip) but keeps their shape and labels.
+  CHECK_FALSE(torch::equal(x0, dataset.tensors()->images));
+  CHECK(torch::equal(y0, dataset.tensors()->labels));
+}
+
+TEST_CASE("data: the real Fashion-MNIST files give the official 60,000 / 10,000 split",
+          "[data][idx]") {
+  const char* src = std::getenv("WRPN_SOURCE_DIR");
+  const std::string root = std::string(src != nullptr ? src : ".") + "/data/fashion_mnist";
+  if (!fs::is_regular_file(root + "/train-images-idx3-ubyte.gz")) {
+    std::printf(
+        "WRPN_SKIP: %s/train-images-idx3-ubyte.gz is missing (scripts/fetch_data.sh "
+        "fetches it from Debian's dataset-fashion-mnist)\n",
+        root.c_str());
+    return;
+  }
+  wrpn::data::FashionMnist train(root, Split::Train);
+  wrpn::data::FashionMnist test(root, Split::Test);
+  REQUIRE(train.size().value() == 60000);
+  REQUIRE(test.size().value() == 10000);
+  CHECK(train.tensors().images.sizes() == torch::IntArrayRef({60000, 1, 28, 28}));
+  const auto train_counts = torch::bincount(train.tensors().labels, {}, 10);
+  const auto test_counts = torch::bincount(test.tensors().labels, {}, 10);
+  for (int c = 0; c < 10; ++c) {
+    CHECK(train_counts[c].item<int64_t>() == 6000);
+    CHECK(test_counts[c].item<int64_t>() == 1000);
+  }
+  // The training set's statistics (published as 0.2860 / 0.3530).
+  CHECK(train.tensors().normalization.mean[0] == Approx(0.2860).margin(5e-4));
+  CHECK(train.tensors().normalization.std[0] == Approx(0.3530).margin(5e-4));
+  CHECK(test.tensors().normalization.mean == train.tensors().normalization.mean);
+  const auto names = wrpn::data::dataset_names();
+  CHECK(std::find(names.begin(), names.end(), "fashion_mnist") != names.end());
 }

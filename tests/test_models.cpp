@@ -43,11 +43,12 @@ int64_t count_params(const torch::nn::Module& m) {
 }
 
 /// Parameter count of an ImageNet ResNet with basic blocks, computed from the architecture by
-/// hand: stem conv 7x7 (no bias) + BN, per block two 3x3 convs + BNs, a 1x1 projection + BN
-/// where the stage changes, FC with bias.
-int64_t basic_resnet_params(const std::vector<int64_t>& blocks, int64_t w, int64_t classes) {
+/// hand: stem conv stem_k x stem_k (7 for ImageNet, 3 for the small stem; no bias) + BN, per
+/// block two 3x3 convs + BNs, a 1x1 projection + BN where the stage changes, FC with bias.
+int64_t basic_resnet_params(const std::vector<int64_t>& blocks, int64_t w, int64_t classes,
+                            int64_t stem_k = 7, int64_t in_ch = 3) {
   const int64_t c[4] = {64 * w, 128 * w, 256 * w, 512 * w};
-  int64_t n = 3 * c[0] * 49 + 2 * c[0];
+  int64_t n = in_ch * c[0] * stem_k * stem_k + 2 * c[0];
   int64_t in = c[0];
   for (int s = 0; s < 4; ++s) {
     for (int64_t b = 0; b < blocks[s]; ++b) {
@@ -214,28 +215,36 @@ namespace {
 
 /// Forward and backward of a 4/4-bit model at widths 1, 2 and 3 on 2 small images, with its
 /// parameter count against the hand-computed one.
-void check_forward_backward(const std::string& name) {
-  const bool cifar = wrpn::models::model_info(name).default_input_size == 32;
-  for (double width : {1.0, 2.0, 3.0}) {
+/// Small-stem models are run on 1x28x28 images (Fashion-MNIST's shape), the others on 32x32.
+void check_forward_backward(const std::string& name,
+                            const std::vector<double>& widths = {1.0, 2.0, 3.0}) {
+  const bool small = name.size() > 6 && name.compare(name.size() - 6, 6, "_small") == 0;
+  const bool cifar = !small && wrpn::models::model_info(name).default_input_size == 32;
+  const std::string base = small ? name.substr(0, name.size() - 6) : name;
+  for (double width : widths) {
     INFO(name << " at width " << width);
-    const int64_t in_ch = cifar ? 1 : 3;
+    const int64_t in_ch = cifar || small ? 1 : 3;
     auto model = wrpn::models::create_model(make_spec(name, 4, 4, width, 7, in_ch));
     const auto w = static_cast<int64_t>(width);
-    if (name == "resnet18" || name == "resnet34") {
+    const int64_t stem_k = small ? 3 : 7;
+    if (base == "resnet18" || base == "resnet34") {
       REQUIRE(count_params(*model) ==
-              basic_resnet_params(wrpn::models::resnet_arch(name).blocks, w, 7));
-    } else if (name == "resnet50") {
-      // ResNet-50 with 1000 classes has 98,004,072 / 217,342,120 parameters at width 2 / 3.
+              basic_resnet_params(wrpn::models::resnet_arch(name).blocks, w, 7, stem_k, in_ch));
+    } else if (base == "resnet50") {
+      // ResNet-50 with 1000 classes has 98,004,072 / 217,342,120 parameters at width 2 / 3;
+      // the small stem swaps the 3x64wx7x7 stem conv for an in_ch x 64w x 3x3 one.
       const int64_t fc_1000 = 2048 * w * 1000 + 1000, fc_7 = 2048 * w * 7 + 7;
+      const int64_t stem_7x7 = 3 * 64 * w * 49, stem = in_ch * 64 * w * stem_k * stem_k;
       const int64_t want[] = {25557032, 98004072, 217342120};
-      REQUIRE(count_params(*model) == want[w - 1] - fc_1000 + fc_7);
+      REQUIRE(count_params(*model) == want[w - 1] - fc_1000 + fc_7 - stem_7x7 + stem);
     } else if (cifar) {
       REQUIRE(count_params(*model) ==
               cifar_resnet_params(wrpn::models::resnet_arch(name).blocks[0], w, 7, 1));
     }
     model->train();
     torch::manual_seed(1);
-    const auto x = torch::rand({2, in_ch, 32, 32});
+    const int64_t size = small ? 28 : 32;
+    const auto x = torch::rand({2, in_ch, size, size});
     const auto y = model->forward(x);
     REQUIRE(y.sizes() == torch::IntArrayRef({2, 7}));
     REQUIRE(torch::isfinite(y).all().item<bool>());
@@ -270,6 +279,45 @@ TEST_CASE("models: zoo: resnet34 forward and backward at widths 1, 2 and 3", "[m
 
 TEST_CASE("models: zoo: resnet50 forward and backward at widths 1, 2 and 3", "[models]") {
   check_forward_backward("resnet50");
+}
+
+TEST_CASE("models: zoo: small-stem resnet18/34/50 forward and backward on 28x28 at widths 1, 2",
+          "[models]") {
+  for (const char* name : {"resnet18_small", "resnet34_small", "resnet50_small"}) {
+    check_forward_backward(name, {1.0, 2.0});
+  }
+}
+
+TEST_CASE("models: zoo: the small stem is one 3x3 stride-1 conv and no max-pool", "[models]") {
+  // Parameter counts written out: ResNet-18/34 with a 3-channel 3x3 stem and 10 classes (the
+  // CIFAR ResNet-18 of many papers: 11,173,962 parameters).
+  REQUIRE(count_params(*wrpn::models::create_model(
+              make_spec("resnet18_small", 32, 32, 1.0, 10, 3))) == 11173962);
+  REQUIRE(count_params(*wrpn::models::create_model(
+              make_spec("resnet34_small", 32, 32, 1.0, 10, 3))) == 21282122);
+  REQUIRE(wrpn::models::model_info("resnet34_small").default_classes == 10);
+  REQUIRE(wrpn::models::model_info("resnet34_small").default_input_size == 32);
+  const auto arch = wrpn::models::resnet_arch("resnet50_small");
+  REQUIRE(arch.stem == wrpn::models::ResNetArch::Stem::kSmall);
+  REQUIRE(arch.block == wrpn::models::ResNetArch::Block::kBottleneck);
+
+  // MACs at 32x32, by hand: stem 32*32*64*27; layer1 four 64->64 3x3 convs at 32x32; layers 2-4
+  // each a strided 3x3 conv, three 3x3 convs and a 1x1 projection, at 16, 8 and 4 pixels
+  // (each stage has the same MACs: channels double as the side halves); FC 512*10.
+  auto r18 = wrpn::models::create_model(make_spec("resnet18_small", 4, 4, 1.0, 10, 3));
+  const int64_t stage = 16 * 16 * 128 * 64 * 9 + 3 * 16 * 16 * 128 * 128 * 9 + 16 * 16 * 128 * 64;
+  const int64_t want = 32 * 32 * 64 * 27 + 4 * 32 * 32 * 64 * 64 * 9 + 3 * stage + 512 * 10;
+  const auto report = wrpn::models::cost_report(*r18, 32, 32, /*with_baseline=*/false);
+  REQUIRE(report.totals.macs == want);
+  // The ImageNet stem at the same input: the 7x7 stride-2 conv and the max-pool leave 8x8 for
+  // layer1, 1/16 of the small stem's pixels in every stage.
+  auto r18_imagenet = wrpn::models::create_model(make_spec("resnet18", 4, 4, 1.0, 10, 3));
+  const int64_t want_imagenet =
+      16 * 16 * 64 * 3 * 49 + (4 * 32 * 32 * 64 * 64 * 9 + 3 * stage) / 16 + 512 * 10;
+  REQUIRE(wrpn::models::cost_report(*r18_imagenet, 32, 32, false).totals.macs == want_imagenet);
+  // Wrong input shapes are named.
+  REQUIRE_THROWS_WITH(r18->forward(torch::zeros({1, 1, 28, 28})),
+                      Catch::Matchers::Contains("expected input [N, 3, H, W]"));
 }
 
 TEST_CASE("models: zoo: resnet20 forward and backward at widths 1, 2 and 3", "[models]") {

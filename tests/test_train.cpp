@@ -12,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -154,6 +155,38 @@ TEST_CASE("a short run: loss falls, files have the documented fields, eval agree
   CHECK_THROWS_WITH(wrpn::train::evaluate_checkpoint(dir + "/last.ckpt", "digits", o.data_root,
                                                      "valid", "cpu", 50),
                     Catch::Contains("valid"));
+}
+
+TEST_CASE("a short run on the real Fashion-MNIST files by name: summary and eval agree",
+          "[train]") {
+  const char* src = std::getenv("WRPN_SOURCE_DIR");
+  const std::string root = std::string(src ? src : ".") + "/data/fashion_mnist";
+  if (!wrpn::train::path_exists(root + "/train-images-idx3-ubyte.gz")) {
+    std::printf("WRPN_SKIP: %s is missing (scripts/fetch_data.sh fetches it)\n", root.c_str());
+    return;
+  }
+  const std::string dir = temp_dir("fashion");
+  SmallRun small;
+  small.limit_train = 512;
+  small.limit_test = 200;
+  small.epochs = 2;
+  small.seed = 3;
+  TrainOptions o = small_run(dir, small);
+  o.dataset = "fashion_mnist";
+  o.data_root = "";  // data/fashion_mnist under the working directory or $WRPN_DATA_DIR
+  ::setenv("WRPN_DATA_DIR", (std::string(src ? src : ".") + "/data").c_str(), 1);
+  const json summary = wrpn::train::fit(o);
+  ::unsetenv("WRPN_DATA_DIR");
+  CHECK(summary["dataset"] == "fashion_mnist");
+  CHECK(summary["train_images"] == 512);
+  CHECK(summary["test_images"] == 200);
+  CHECK(summary["seed"] == 3);
+  // 10 balanced classes: 2 epochs on 512 images are well above chance (10%).
+  CHECK(summary["best_top1"].get<double>() > 0.3);
+  const auto r = wrpn::train::evaluate_checkpoint(dir + "/last.ckpt", "fashion_mnist", root, "test",
+                                                  "cpu", 64, o.limit_test);
+  CHECK(r.images == 200);
+  CHECK(r.top1 == Approx(summary["final_top1"].get<double>()).epsilon(1e-12));
 }
 
 TEST_CASE("resume reaches the same weights as an uninterrupted run", "[train]") {

@@ -94,12 +94,13 @@ struct Registry {
   std::map<std::string, ModelInfo> models;
 };
 
-ModelInfo resnet_entry(const std::string& name, const std::string& description, bool cifar) {
+/// `small_input`: a 10-class model for 32x32 inputs by default (CIFAR and small stems).
+ModelInfo resnet_entry(const std::string& name, const std::string& description, bool small_input) {
   ModelInfo info;
   info.name = name;
   info.description = description;
-  info.default_classes = cifar ? 10 : 1000;
-  info.default_input_size = cifar ? 32 : 224;
+  info.default_classes = small_input ? 10 : 1000;
+  info.default_input_size = small_input ? 32 : 224;
   info.factory = [name](const ModelSpec& spec) -> Classifier {
     return std::make_shared<ResNetImpl>(spec, resnet_arch(name));
   };
@@ -113,6 +114,15 @@ Registry& registry() {
              resnet_entry("resnet18", "ResNet-18, ImageNet stem, basic blocks [2,2,2,2]", false),
              resnet_entry("resnet34", "ResNet-34, ImageNet stem, basic blocks [3,4,6,3]", false),
              resnet_entry("resnet50", "ResNet-50, ImageNet stem, bottlenecks [3,4,6,3]", false),
+             resnet_entry("resnet18_small",
+                          "ResNet-18, small-input 3x3 stem (no max-pool), basic blocks [2,2,2,2]",
+                          true),
+             resnet_entry("resnet34_small",
+                          "ResNet-34, small-input 3x3 stem (no max-pool), basic blocks [3,4,6,3]",
+                          true),
+             resnet_entry("resnet50_small",
+                          "ResNet-50, small-input 3x3 stem (no max-pool), bottlenecks [3,4,6,3]",
+                          true),
              resnet_entry("resnet20", "ResNet-20, CIFAR 3x3 stem, basic blocks [3,3,3]", true),
              resnet_entry("resnet32", "ResNet-32, CIFAR 3x3 stem, basic blocks [5,5,5]", true),
              resnet_entry("resnet56", "ResNet-56, CIFAR 3x3 stem, basic blocks [9,9,9]", true),

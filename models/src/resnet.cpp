@@ -15,11 +15,15 @@ ResNetArch resnet_arch(const std::string& name) {
   if (name == "resnet18") return {S::kImageNet, B::kBasic, {2, 2, 2, 2}};
   if (name == "resnet34") return {S::kImageNet, B::kBasic, {3, 4, 6, 3}};
   if (name == "resnet50") return {S::kImageNet, B::kBottleneck, {3, 4, 6, 3}};
+  if (name == "resnet18_small") return {S::kSmall, B::kBasic, {2, 2, 2, 2}};
+  if (name == "resnet34_small") return {S::kSmall, B::kBasic, {3, 4, 6, 3}};
+  if (name == "resnet50_small") return {S::kSmall, B::kBottleneck, {3, 4, 6, 3}};
   if (name == "resnet20") return {S::kCifar, B::kBasic, {3, 3, 3}};
   if (name == "resnet32") return {S::kCifar, B::kBasic, {5, 5, 5}};
   if (name == "resnet56") return {S::kCifar, B::kBasic, {9, 9, 9}};
   TORCH_CHECK(false, "unknown ResNet \"", name,
-              "\": expected resnet18, resnet34, resnet50, resnet20, resnet32 or resnet56");
+              "\": expected resnet18, resnet34, resnet50 (each also with _small), resnet20, "
+              "resnet32 or resnet56");
   return {};
 }
 
@@ -145,9 +149,10 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
     : ClassifierImpl(std::move(spec)), arch_(std::move(arch)) {
   const PrecisionConfig& p = spec_.precision;
   const bool imagenet = arch_.stem == ResNetArch::Stem::kImageNet;
+  const bool cifar = arch_.stem == ResNetArch::Stem::kCifar;
   const bool bottleneck = arch_.block == ResNetArch::Block::kBottleneck;
   const std::vector<int64_t> base =
-      imagenet ? std::vector<int64_t>{64, 128, 256, 512} : std::vector<int64_t>{16, 32, 64};
+      cifar ? std::vector<int64_t>{16, 32, 64} : std::vector<int64_t>{64, 128, 256, 512};
   TORCH_CHECK(arch_.blocks.size() == base.size(), spec_.name, ": expected ", base.size(),
               " stages, got ", arch_.blocks.size());
   detail::QuantizerResolver quantizers(p);
@@ -182,7 +187,7 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
       BlockArgs a;
       a.name = "layer" + std::to_string(s + 1) + "." + std::to_string(b);
       a.bottleneck = bottleneck;
-      a.cifar = !imagenet;
+      a.cifar = cifar;
       a.in_channels = channels;
       a.planes = p.channels(base[s]);
       a.out_channels = bottleneck ? p.channels(base[s] * 4) : a.planes;

@@ -10,7 +10,7 @@ namespace wrpn::train {
 data::DatasetOptions dataset_options(const TrainOptions& o, bool train) {
   data::DatasetOptions d;
   d.augment(train && o.augment)
-      .flip(o.dataset != "digits")  // a mirrored digit is another glyph
+      .flip(o.dataset != "digits" && o.dataset != "mnist")  // a mirrored digit is another glyph
       .padding(o.dataset == "digits" ? 2 : 4)
       .seed(o.seed)
       .image_size(o.image_size)

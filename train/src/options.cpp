@@ -27,7 +27,7 @@ std::vector<OptionDescriptor> make_table() {
     {"init", "--init",
      "weight init: auto (he for 3..16 bits, else quant_aware), quant_aware, he, torch_default",
      G::kModel, [](TrainOptions& o) -> OptionField { return &o.init; }},
-    {"dataset", "--dataset", "digits, cifar10 or folder", G::kData,
+    {"dataset", "--dataset", "digits, fashion_mnist, mnist, cifar10 or folder", G::kData,
      [](TrainOptions& o) -> OptionField { return &o.dataset; }},
     {"data_root", "--data-root", "dataset directory (default: data/<dataset>)", G::kData,
      [](TrainOptions& o) -> OptionField { return &o.data_root; }},

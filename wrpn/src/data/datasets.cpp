@@ -4,9 +4,9 @@
 #include <torch/nn/functional/upsampling.h>
 #include <wrpn/data/common.h>
 #include <wrpn/data/dataset.h>
+#include <wrpn/data/idx.h>
 #include <wrpn/data/in_memory.h>
 #include <wrpn/data/transforms.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "detail.h"
 #include "wrpn/util/fs.h"
 
 namespace wrpn::data {
@@ -252,18 +253,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw DatasetError("wrpn::data: " + message); }
 
-// Normalises `images` in place of the options and fills in normalization / fill.
-void finish(TensorData& data, const std::vector<double>& mean, const std::vector<double>& std) {
-  const size_t c = static_cast<size_t>(data.images.size(1));
-  if (data.options.normalize()) {
-    data.images = normalize(data.images, mean, std).contiguous();
-    data.normalization = {mean, std};
-    for (size_t i = 0; i < c; ++i) data.fill.push_back(-mean[i] / std[i]);
-  } else {
-    data.fill.assign(c, 0.0);
-  }
-}
-
 const char kDigitsHint[] =
     "expected digits.csv.gz, the 1,797 8x8 digits of Debian's python3-sklearn (64 pixel values "
     "0..16 and a label 0..9 a line); run scripts/fetch_data.sh (or scripts/setup.sh) to fetch it "
@@ -276,26 +265,6 @@ std::string digits_file(const std::string& root) {
     if (fs::is_regular_file(path)) return path;
   }
   fail("digits dataset not found: " + fs::join(root, "digits.csv.gz") + " (" + kDigitsHint + ")");
-}
-
-// Reads a gzip (or plain) file whole.
-std::string read_gz(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) fail(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::string text;
-  std::vector<char> buffer(1 << 16);
-  int n = 0;
-  while ((n = gzread(file, buffer.data(), static_cast<unsigned>(buffer.size()))) > 0) {
-    text.append(buffer.data(), static_cast<size_t>(n));
-  }
-  int errnum = Z_OK;
-  std::string message = gzerror(file, &errnum);
-  const int closed = gzclose(file);
-  if (n < 0 || (errnum != Z_OK && errnum != Z_STREAM_END) || closed != Z_OK) {
-    if (message.empty()) message = "gzclose failed with code " + std::to_string(closed);
-    fail(path + ": corrupt or truncated gzip data (" + message + "); " + kDigitsHint);
-  }
-  return text;
 }
 
 struct DigitsFile {
@@ -426,7 +395,7 @@ namespace {
 std::pair<TensorData, std::vector<int64_t>> load_digits(const std::string& root, Split split,
                                                         const DatasetOptions& options) {
   const std::string path = digits_file(root);
-  const DigitsFile file = parse_digits(path, read_gz(path));
+  const DigitsFile file = parse_digits(path, detail::read_gzip_file(path, kDigitsHint));
   std::vector<int64_t> rows = stratified_split(file.labels, split, Digits::kSplitEvery);
   const auto n = static_cast<int64_t>(file.labels.size());
   const torch::Tensor all =
@@ -443,7 +412,7 @@ std::pair<TensorData, std::vector<int64_t>> load_digits(const std::string& root,
   data.labels = torch::tensor(file.labels, torch::kLong).index_select(0, idx);
   for (int d = 0; d < 10; ++d) data.class_names.push_back(std::to_string(d));
   data.options = options;
-  finish(data, {Digits::kMean}, {Digits::kStd});
+  detail::finish_normalization(data, {Digits::kMean}, {Digits::kStd});
   return {std::move(data), std::move(rows)};
 }
 
@@ -489,8 +458,8 @@ TensorData load_cifar10(const std::string& root, Split split, const DatasetOptio
   data.images = records.narrow(1, 1, 3072).reshape({n, 3, 32, 32}).to(torch::kFloat).div_(255.0);
   data.class_names = cifar_class_names(dir);
   data.options = options;
-  finish(data, {std::begin(Cifar10::kMean), std::end(Cifar10::kMean)},
-         {std::begin(Cifar10::kStd), std::end(Cifar10::kStd)});
+  detail::finish_normalization(data, {std::begin(Cifar10::kMean), std::end(Cifar10::kMean)},
+                               {std::begin(Cifar10::kStd), std::end(Cifar10::kStd)});
   return data;
 }
 
@@ -556,12 +525,20 @@ const TensorData* AnyDataset::tensors() const {
   return m != nullptr ? &m->tensors() : nullptr;
 }
 
-std::vector<std::string> dataset_names() { return {"digits", "cifar10", "folder"}; }
+std::vector<std::string> dataset_names() {
+  return {"digits", "fashion_mnist", "mnist", "cifar10", "folder"};
+}
 
 AnyDataset open_dataset(const std::string& name, const std::string& root, Split split,
                         const DatasetOptions& options) {
   if (name == "digits") {
     return {name, Digits(root.empty() ? default_root(name) : root, split, options)};
+  }
+  if (name == "fashion_mnist") {
+    return {name, FashionMnist(root.empty() ? default_root(name) : root, split, options)};
+  }
+  if (name == "mnist") {
+    return {name, Mnist(root.empty() ? default_root(name) : root, split, options)};
   }
   if (name == "cifar10") {
     return {name, Cifar10(root.empty() ? default_root(name) : root, split, options)};
@@ -575,7 +552,7 @@ AnyDataset open_dataset(const std::string& name, const std::string& root, Split 
     return {name, ImageFolder(root, split, options)};
   }
   throw std::invalid_argument("wrpn::data: unknown dataset '" + name +
-                              "' (expected digits, cifar10 or folder)");
+                              "' (expected digits, fashion_mnist, mnist, cifar10 or folder)");
 }
 
 }  // namespace wrpn::data

@@ -1,7 +1,10 @@
 #pragma once
-/// Width-multiplied, quantized ResNets: ImageNet ResNet-18/34/50 (7x7 stem, torchvision's layout
-/// and parameter names) and CIFAR ResNet-20/32/56 (3x3 stem, parameter-free "option A"
-/// shortcuts, as in "Deep Residual Learning for Image Recognition", arXiv 1512.03385).
+/// Width-multiplied, quantized ResNets: ImageNet ResNet-18/34/50 (7x7 stride-2 stem and 3x3
+/// max-pool, torchvision's layout and parameter names), the same with a small-input stem
+/// ("resnet18_small" etc.: one 3x3 stride-1 conv and no max-pool, the ResNet-18/34 commonly
+/// trained on 32x32 CIFAR images; otherwise identical, so the parameter count differs only by
+/// the stem conv) and CIFAR ResNet-20/32/56 (3x3 stem, 16/32/64 channels, parameter-free
+/// "option A" shortcuts, as in "Deep Residual Learning for Image Recognition", arXiv 1512.03385).
 ///
 /// Where the quantizers sit (PrecisionConfig decides the bits):
 ///  - the stem conv reads the image unquantized when fp32_first_layer (the default); otherwise a
@@ -36,17 +39,20 @@ namespace models {
 
 /// The shape of a ResNet: stem, block type and blocks per stage.
 struct ResNetArch {
-  enum class Stem { kImageNet, kCifar };
+  /// kImageNet: 7x7 stride-2 conv, 3x3 stride-2 max-pool, stages of 64..512 channels.
+  /// kSmall: 3x3 stride-1 conv, no max-pool, stages of 64..512 channels (for 28..64-pixel
+  /// inputs). kCifar: 3x3 stride-1 conv, stages of 16/32/64 channels, zero-padding shortcuts.
+  enum class Stem { kImageNet, kSmall, kCifar };
   enum class Block { kBasic, kBottleneck };
   Stem stem = Stem::kImageNet;
   Block block = Block::kBasic;
-  /// Blocks per stage: 4 stages of 64/128/256/512 base channels for ImageNet, 3 stages of
-  /// 16/32/64 for CIFAR.
+  /// Blocks per stage: 4 stages of 64/128/256/512 base channels for the ImageNet and small stems,
+  /// 3 stages of 16/32/64 for CIFAR.
   std::vector<int64_t> blocks;
 };
 
-/// The architecture of a zoo ResNet: "resnet18", "resnet34", "resnet50", "resnet20",
-/// "resnet32" or "resnet56"; throws c10::Error otherwise.
+/// The architecture of a zoo ResNet: "resnet18", "resnet34", "resnet50", the same with "_small"
+/// (small-input stem), "resnet20", "resnet32" or "resnet56"; throws c10::Error otherwise.
 ResNetArch resnet_arch(const std::string& name);
 
 /// A ResNet at any width and bits (see the file comment for where activations are quantized).

@@ -12,7 +12,8 @@
 
 namespace wrpn::data {
 
-/// One of the datasets, type-erased: an InMemoryDataset (digits, cifar10) or an ImageFolder.
+/// One of the datasets, type-erased: an InMemoryDataset (digits, fashion_mnist, mnist,
+/// cifar10) or an ImageFolder.
 /// Works with torch::data::make_data_loader like the datasets it holds.
 class AnyDataset : public torch::data::datasets::Dataset<AnyDataset> {
  public:
@@ -22,7 +23,7 @@ class AnyDataset : public torch::data::datasets::Dataset<AnyDataset> {
   torch::data::Example<> get(size_t index) override;
   std::optional<size_t> size() const override;
 
-  /// The name it was opened by ("digits", "cifar10", "folder").
+  /// The name it was opened by ("digits", "fashion_mnist", "mnist", "cifar10", "folder").
   const std::string& name() const { return name_; }
   int64_t num_classes() const;
   int64_t channels() const;
@@ -44,7 +45,7 @@ class AnyDataset : public torch::data::datasets::Dataset<AnyDataset> {
   std::variant<InMemoryDataset, ImageFolder> impl_;
 };
 
-/// The names open_dataset() knows: "digits", "cifar10", "folder".
+/// The names open_dataset() knows: "digits", "fashion_mnist", "mnist", "cifar10", "folder".
 std::vector<std::string> dataset_names();
 
 /// Opens a dataset by name. An empty `root` means $WRPN_DATA_DIR/<name>, or data/<name> under the
