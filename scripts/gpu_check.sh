@@ -76,7 +76,7 @@ grep -E "tests passed|Skipped|Failed|\*\*\*" "$OUT_DIR/ctest.log" | tail -40 | t
 step "ResNet-34 (small stem) 2x 4/4 on Fashion-MNIST, 3 epochs on the GPU"
 if [[ -f data/fashion_mnist/train-images-idx3-ubyte.gz ]]; then
   "$BUILD/examples/wrpn_train" --model resnet34_small --dataset fashion_mnist --width 2 \
-    --weight-bits 4 --act-bits 4 --init quant_aware --epochs 3 --warmup-epochs 0.5 --batch-size 128 \
+    --weight-bits 4 --act-bits 4 --init quant_aware --lr 0.01 --epochs 3 --warmup-epochs 0.5 --batch-size 128 \
     --device cuda \
     --run-dir "$OUT_DIR/resnet34_small_fashion" >"$OUT_DIR/resnet34_small_fashion.log" 2>&1 \
     || status=1
