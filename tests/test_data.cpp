@@ -220,6 +220,21 @@ bool skip_without_codecs() {
   return true;
 }
 
+// Every example of `dataset` (a copy: it shares the data and the epoch) through make_data_loader
+// (batches of 16, `workers` threads), in order.
+template <typename Dataset>
+std::pair<torch::Tensor, torch::Tensor> load_all(Dataset dataset, size_t workers) {
+  auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
+      dataset.map(torch::data::transforms::Stack<>()),
+      torch::data::DataLoaderOptions().batch_size(16).workers(workers));
+  std::vector<torch::Tensor> images, labels;
+  for (auto& batch : *loader) {
+    images.push_back(batch.data);
+    labels.push_back(batch.target);
+  }
+  return {torch::cat(images), torch::cat(labels)};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -512,19 +527,8 @@ TEST_CASE("data: datasets load through make_data_loader, with worker threads, de
   dataset.set_epoch(4);
   const size_t n = dataset.size().value();
 
-  auto run = [&](size_t workers) {
-    auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
-        dataset.map(torch::data::transforms::Stack<>()),
-        torch::data::DataLoaderOptions().batch_size(16).workers(workers));
-    std::vector<torch::Tensor> images, labels;
-    for (auto& batch : *loader) {
-      images.push_back(batch.data);
-      labels.push_back(batch.target);
-    }
-    return std::make_pair(torch::cat(images), torch::cat(labels));
-  };
-  const auto [x0, y0] = run(0);
-  const auto [x2, y2] = run(2);
+  const auto [x0, y0] = load_all(dataset, 0);
+  const auto [x2, y2] = load_all(dataset, 2);
   REQUIRE(x0.size(0) == static_cast<int64_t>(n));
   CHECK(x0.sizes() == torch::IntArrayRef({static_cast<int64_t>(n), 1, 32, 32}));
   CHECK(torch::equal(x0, x2));
@@ -1320,19 +1324,8 @@ TEST_CASE("data: Fashion-MNIST loads through make_data_loader identically with 0
   REQUIRE(dataset.image_size() == 28);
   REQUIRE(dataset.channels() == 1);
   dataset.set_epoch(2);
-  auto run = [&](size_t workers) {
-    auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
-        dataset.map(torch::data::transforms::Stack<>()),
-        torch::data::DataLoaderOptions().batch_size(16).workers(workers));
-    std::vector<torch::Tensor> images, labels;
-    for (auto& batch : *loader) {
-      images.push_back(batch.data);
-      labels.push_back(batch.target);
-    }
-    return std::make_pair(torch::cat(images), torch::cat(labels));
-  };
-  const auto [x0, y0] = run(0);
-  const auto [x2, y2] = run(2);
+  const auto [x0, y0] = load_all(dataset, 0);
+  const auto [x2, y2] = load_all(dataset, 2);
   REQUIRE(x0.sizes() == torch::IntArrayRef({40, 1, 28, 28}));
   CHECK(torch::equal(x0, x2));
   CHECK(torch::equal(y0, y2));
