@@ -1,13 +1,41 @@
-// wrpn_train: trains a zoo model at any precision on digits, CIFAR-10 or an image folder.
-// Writes metrics.jsonl, summary.json and atomic last/best checkpoints into --run-dir;
-// --resume continues an interrupted run to the result it would have reached.
+// wrpn_train: trains a zoo model at any precision on digits, Fashion-MNIST, CIFAR-10 or an image
+// folder. Writes metrics.jsonl, summary.json and atomic last/best checkpoints into --run-dir;
+// --resume continues an interrupted run to the result it would have reached. Under torchrun
+// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) it trains data-parallel on c10d.
 
+#include <c10/util/Exception.h>
 #include <wrpn/cli/flags.h>
 #include <wrpn/cli/program.h>
+#include <wrpn/train/distributed.h>
 #include <wrpn/train/trainer.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+
+namespace {
+
+std::string message_of(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
+/// A data-parallel rank that failed: says why (naming the rank to blame), tells the others,
+/// and exits at once; a process group torn down by destructors could wait on dead peers.
+[[noreturn]] void fail_rank(wrpn::train::DataParallel& dp, const std::exception& e) {
+  const std::string what = message_of(e);
+  std::string msg = dp.explain_failure(what);
+  if (msg.empty()) {
+    msg = "rank " + std::to_string(dp.rank()) + ": " + what;
+    dp.report_failure(msg);
+  }
+  std::cerr << "error: " << msg << std::endl;
+  std::fflush(nullptr);
+  std::_Exit(1);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   return wrpn::cli::run_main([&] {
@@ -19,8 +47,19 @@ int main(int argc, char** argv) {
     if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;
     flags.finish();
     wrpn::cli::install_stop_handler();
-    const auto summary = wrpn::train::fit(o);
-    std::cout << summary.dump(2) << std::endl;
+    wrpn::train::DataParallelOptions dpo;
+    dpo.backend = o.dist_backend;
+    dpo.timeout_s = o.dist_timeout;
+    const auto dp =
+        wrpn::train::DataParallel::from_environment(wrpn::train::resolve_device(o.device), dpo);
+    nlohmann::json summary;
+    try {
+      summary = wrpn::train::fit(o, {}, dp);
+    } catch (const std::exception& e) {
+      if (!dp) throw;
+      fail_rank(*dp, e);
+    }
+    if (!dp || dp->is_main()) std::cout << summary.dump(2) << std::endl;
     return summary.value("completed", false) ? 0 : 3;
   });
 }

@@ -11,7 +11,7 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-DEBS=(catch2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev zlib1g-dev zlib1g)
+DEBS=(catch2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev zlib1g-dev zlib1g libgloo-dev)
 
 if [[ "${1:-}" == "--prepare" ]]; then
   set -e
@@ -62,6 +62,7 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWRPN_WITH_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DTORCH_CUDA_ARCH_LIST="$ARCH" \
   -Dfmt_DIR="$FMT_DIR" -Dnlohmann_json_DIR="$NLOHMANN_DIR" -DCatch2_DIR="$CATCH_DIR" \
   -DCLI11_DIR="$CLI11_DIR" -DZLIB_ROOT="$DEPS/usr" -DWRPN_WITH_IMAGE_CODECS=OFF \
+  -DWRPN_GLOO_INCLUDE_DIR="$DEPS/usr/include" \
   -DWRPN_PYTHON="$(command -v "$PY")" >"$OUT_DIR/configure.log" 2>&1 \
   || { tail -40 "$OUT_DIR/configure.log"; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1 \

@@ -3,6 +3,7 @@
 # rebuilds what changed.
 #   - Debian -dev packages the build needs (Catch2, fmt, nlohmann_json, ccache, image codecs)
 #   - .venv/ with torch==2.11.0 from PyPI (LibTorch is taken from it)
+#   - the headers of c10d's Gloo backend (Debian's libgloo-dev, unpacked into third_party/root)
 #   - the built-in digits dataset (from Debian's python3-sklearn package file, not installed)
 #   - cmake configure + build; CUDA kernels too whenever nvcc is found (no GPU needed)
 # Environment: WRPN_BUILD_DIR (default build), WRPN_BUILD_TYPE (default Release),
@@ -32,6 +33,23 @@ if [[ "${WRPN_SKIP_APT:-0}" != 1 ]]; then
     $SUDO apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+fi
+
+# 1b. Headers of c10d's Gloo backend: Debian's libgloo-dev, unpacked (not installed) into
+#     third_party/root; the torch wheel ships none, and its libtorch_cpu holds the code.
+GLOO_DEB_DIR=third_party/debs
+if [[ ! -f third_party/root/usr/include/gloo/config.h && ! -f /usr/include/gloo/config.h ]]; then
+  mkdir -p "$GLOO_DEB_DIR" third_party/root
+  if ! ls "$GLOO_DEB_DIR"/libgloo-dev_*.deb >/dev/null 2>&1; then
+    log "downloading Debian's libgloo-dev (headers only, not installed)"
+    (cd "$GLOO_DEB_DIR" && apt-get download -q libgloo-dev >/dev/null 2>&1) || {
+      SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+      $SUDO apt-get update -qq || true
+      (cd "$GLOO_DEB_DIR" && apt-get download -q libgloo-dev >/dev/null)
+    }
+  fi
+  dpkg -x "$(ls "$GLOO_DEB_DIR"/libgloo-dev_*.deb | head -n1)" third_party/root
+  [[ -f third_party/root/usr/include/gloo/config.h ]] || { echo "libgloo-dev has no gloo/config.h" >&2; exit 1; }
 fi
 
 # 2. Python virtual environment with LibTorch.

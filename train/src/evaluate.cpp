@@ -35,10 +35,13 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
   const double t0 = now_s();
   EvalResult r;
   const int64_t n = split_size(ds, s.limit);
+  const auto mine =
+      torch::arange(std::min<int64_t>(s.rank, n), n, std::max(1, s.world), torch::kLong);
+  const int64_t n_mine = mine.size(0);
   double loss_sum = 0.0;
   int64_t c1 = 0, c5 = 0;
-  for (int64_t b = 0; b < n; b += s.batch_size) {
-    const auto idx = torch::arange(b, std::min(n, b + s.batch_size), torch::kLong);
+  for (int64_t b = 0; b < n_mine; b += s.batch_size) {
+    const auto idx = mine.slice(0, b, std::min(n_mine, b + s.batch_size));
     auto batch = get_batch(ds, idx, 0, s.workers);
     const auto x = batch.data.to(s.device), y = batch.target.to(s.device);
     torch::Tensor logits;
@@ -54,6 +57,14 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
     c1 += topk_correct(logits, y, 1);
     c5 += topk_correct(logits, y, 5);
   }
+  std::vector<double> sums{loss_sum, static_cast<double>(c1), static_cast<double>(c5),
+                           static_cast<double>(n_mine)};
+  if (s.reduce) s.reduce(sums);
+  TORCH_CHECK(static_cast<int64_t>(sums[3]) == n, "data-parallel evaluation covered ", sums[3],
+              " of ", n, " images");
+  loss_sum = sums[0];
+  c1 = static_cast<int64_t>(sums[1]);
+  c5 = static_cast<int64_t>(sums[2]);
   model.train(was_training);
   r.images = n;
   r.loss = n ? loss_sum / n : 0.0;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace wrpn::train {
 
@@ -38,6 +39,11 @@ struct EvalSetup {
   int64_t batch_size = 256;
   int64_t workers = 2;
   bool amp = false;
+  /// Data-parallel evaluation: this rank takes images rank, rank + world, ... and `reduce` sums
+  /// {loss, top-1, top-5, images} over the ranks in place.
+  int rank = 0;
+  int world = 1;
+  std::function<void(std::vector<double>&)> reduce{};
 };
 
 /// Loss and top-1/top-5 of `model` in eval mode on `ds` (its training mode is restored).

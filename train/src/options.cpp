@@ -113,6 +113,12 @@ std::vector<OptionDescriptor> make_table() {
      [](TrainOptions& o) -> OptionField { return &o.amp; }},
     {"threads", "--threads", "CPU threads (0: LibTorch's default)", G::kMachine,
      [](TrainOptions& o) -> OptionField { return &o.threads; }},
+    {"", "--dist-backend", "data-parallel backend under torchrun: auto (NCCL on CUDA, Gloo on CPU)",
+     G::kMachine, [](TrainOptions& o) -> OptionField { return &o.dist_backend; },
+     {"auto", "gloo", "nccl"}},
+    {"", "--dist-timeout",
+     "seconds a data-parallel rank waits for the others before it fails (store, collectives)",
+     G::kMachine, [](TrainOptions& o) -> OptionField { return &o.dist_timeout; }},
     {"run_dir", "--run-dir", "output directory", G::kOutput,
      [](TrainOptions& o) -> OptionField { return &o.run_dir; }},
     {"", "--resume", "continue from RUN_DIR/last.ckpt when it exists", G::kOutput,
@@ -278,6 +284,10 @@ void TrainOptions::validate() const {
   TORCH_CHECK_VALUE(limit_train >= 0 && limit_test >= 0, "--limit-* must be >= 0");
   TORCH_CHECK_VALUE(workers >= 1, "--workers must be >= 1, got ", workers);
   TORCH_CHECK_VALUE(threads >= 0, "--threads must be >= 0, got ", threads);
+  TORCH_CHECK_VALUE(dist_backend == "auto" || dist_backend == "gloo" || dist_backend == "nccl",
+                    "--dist-backend must be auto, gloo or nccl, got '", dist_backend, "'");
+  TORCH_CHECK_VALUE(dist_timeout > 0 && dist_timeout <= 86400,
+                    "--dist-timeout must be in (0, 86400] seconds, got ", dist_timeout);
   TORCH_CHECK_VALUE(image_size >= 8, "--image-size must be >= 8, got ", image_size);
   TORCH_CHECK_VALUE(!run_dir.empty(), "--run-dir must not be empty");
   TORCH_CHECK_VALUE(stop_after >= 0, "--stop-after must be >= 0, got ", stop_after);

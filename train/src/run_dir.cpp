@@ -29,13 +29,16 @@ std::string optimizer_blob(torch::optim::Optimizer& opt, const models::Classifie
 
 }  // namespace
 
-RunDir::RunDir(std::string dir) : dir_(std::move(dir)) { make_directories(dir_); }
+RunDir::RunDir(std::string dir, bool writer) : dir_(std::move(dir)), writer_(writer) {
+  if (writer_) make_directories(dir_);
+}
 
 std::string RunDir::path(const char* name) const { return join_path(dir_, name); }
 
 bool RunDir::has_last() const { return path_exists(last()); }
 
 void RunDir::start_fresh() const {
+  if (!writer_) return;
   remove_file(metrics());
   remove_file(summary());
   remove_file(teacher());
@@ -43,7 +46,7 @@ void RunDir::start_fresh() const {
 
 void RunDir::prune_metrics(int64_t epochs) const {
   const std::string file = metrics();
-  if (!path_exists(file)) return;
+  if (!writer_ || !path_exists(file)) return;
   std::ifstream in(file);
   std::string line, kept;
   while (std::getline(in, line)) {
@@ -89,22 +92,28 @@ ResumeState RunDir::resume(models::ClassifierImpl& model, torch::optim::Optimize
 }
 
 void RunDir::write_options(const TrainOptions& o) const {
+  if (!writer_) return;
   atomic_write(path("options.json"), o.to_json().dump(2) + "\n");
 }
 
-void RunDir::append_metrics(const json& line) const { append_line(metrics(), line.dump()); }
+void RunDir::append_metrics(const json& line) const {
+  if (writer_) append_line(metrics(), line.dump());
+}
 
 void RunDir::write_summary(const json& summary) const {
+  if (!writer_) return;
   atomic_write(this->summary(), summary.dump(2) + "\n");
 }
 
 void RunDir::save_best(const models::ClassifierImpl& model,
                        const models::CheckpointInfo& info) const {
+  if (!writer_) return;
   models::save_checkpoint(best(), model, info);
 }
 
 void RunDir::save_last(const models::ClassifierImpl& model, models::CheckpointInfo info,
                        torch::optim::Optimizer& opt, const Teacher* teacher) const {
+  if (!writer_) return;
   info.blob = optimizer_blob(opt, teacher != nullptr ? teacher->resumable_state() : nullptr);
   models::save_checkpoint(last(), model, info);
 }

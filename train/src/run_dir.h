@@ -29,8 +29,11 @@ struct ResumeState {
 
 class RunDir {
  public:
-  /// Creates `dir` (and its parents) when missing.
-  explicit RunDir(std::string dir);
+  /// Creates `dir` (and its parents) when missing. A RunDir that is not the `writer` (the
+  /// ranks other than 0 of a data-parallel run) reads last.ckpt but writes and removes nothing.
+  explicit RunDir(std::string dir, bool writer = true);
+
+  bool writer() const { return writer_; }
 
   std::string last() const { return path("last.ckpt"); }
   std::string best() const { return path("best.ckpt"); }
@@ -61,6 +64,7 @@ class RunDir {
   void prune_metrics(int64_t epochs) const;
 
   std::string dir_;
+  bool writer_ = true;
 };
 
 }  // namespace wrpn::train

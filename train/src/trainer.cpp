@@ -2,6 +2,7 @@
 #include <wrpn/models/cost.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/train/distributed.h>
 #include <wrpn/train/trainer.h>
 #include <wrpn/version.h>
 
@@ -27,6 +28,7 @@ std::atomic<bool> g_stop{false};
 struct Run {
   const TrainOptions& o;
   const TrainHooks& hooks;
+  std::shared_ptr<DataParallel> dp;
   torch::Device device;
   RunDir dir;
   Say say;
@@ -39,8 +41,17 @@ struct Run {
   int64_t n_params = 0;
   double init_zero_fraction = 0.0;
 
+  int rank() const { return dp ? dp->rank() : 0; }
+  int world() const { return dp ? dp->world_size() : 1; }
+
   EvalSetup eval_setup() const {
-    return {o.limit_test, device, o.eval_batch_size, o.workers, o.amp};
+    EvalSetup s{o.limit_test, device, o.eval_batch_size, o.workers, o.amp};
+    if (dp) {
+      s.rank = dp->rank();
+      s.world = dp->world_size();
+      s.reduce = [d = dp](std::vector<double>& v) { v = d->sum_over_ranks(v); };
+    }
+    return s;
   }
 };
 
@@ -75,7 +86,10 @@ void say_start(const Run& r) {
         o.dataset + " (" + std::to_string(r.data.n_train) + " train / " +
         std::to_string(r.data.n_test) + " test images), " + std::to_string(r.n_params) +
         " parameters, device " + r.device.str() + ", " + std::to_string(at::get_num_threads()) +
-        " threads");
+        " threads" +
+        (r.dp ? ", data-parallel over " + std::to_string(r.world()) + " ranks (" + r.dp->backend() +
+                    "), " + std::to_string(o.batch_size / r.world()) + " images per rank per step"
+              : std::string()));
   const std::string init_name =
       o.distill_scheme == "C"
           ? "loaded from " + (o.student_init.empty() ? o.teacher : o.student_init)
@@ -86,12 +100,37 @@ void say_start(const Run& r) {
   r.say(buf);
 }
 
+/// Data-parallel: every rank must run the same options, and --resume must find the same
+/// last.ckpt everywhere (the run directory on a filesystem every rank reads).
+void check_ranks_agree(Run& r, bool resuming) {
+  const auto opts = r.dp->all_gather_strings(r.o.to_json().dump());
+  const json ref = json::parse(opts[0]);
+  for (int k = 1; k < r.world(); ++k) {
+    const json mine = json::parse(opts[k]);
+    for (const auto& [key, value] : ref.items()) {
+      const json other = mine.contains(key) ? mine[key] : json();
+      TORCH_CHECK_VALUE(other == value, "the ranks were given different options: ", key, " is ",
+                        value.dump(), " on rank 0 but ", other.dump(), " on rank ", k,
+                        " (launch every rank with the same flags)");
+    }
+  }
+  const auto has = r.dp->all_gather_strings(resuming ? "1" : "0");
+  for (int k = 1; k < r.world(); ++k) {
+    TORCH_CHECK_VALUE(has[k] == has[0], "--resume: rank 0 ",
+                      has[0] == "1" ? "found" : "did not find", " ", r.dir.last(), " but rank ", k,
+                      has[k] == "1" ? " found it" : " did not",
+                      "; every rank must see the same run directory (one machine or a shared "
+                      "filesystem)");
+  }
+}
+
 /// Builds everything a run needs, in the order that fixes its random numbers: the seed, the
 /// student, the teacher, then (resuming) the state of last.ckpt.
 void prepare(Run& r) {
   const TrainOptions& o = r.o;
   r.model = create_student(o, r.data);
-  const bool resuming = o.resume && r.dir.has_last();
+  bool resuming = o.resume && r.dir.has_last();
+  if (r.dp) check_ranks_agree(r, resuming);
   r.teacher = Teacher::make(o, r.model->spec(), r.dir, r.device);
   if (r.teacher) r.teacher->prepare_student(*r.model);
   // Over every quantized weight, as the cost report defines it.
@@ -106,6 +145,19 @@ void prepare(Run& r) {
     r.say("resuming " + r.dir.last() + " after epoch " + std::to_string(r.state.start_epoch));
   } else {
     r.dir.start_fresh();
+  }
+  if (r.dp) {
+    if (resuming) {
+      const auto epochs = r.dp->all_gather_strings(std::to_string(r.state.start_epoch));
+      for (int k = 1; k < r.world(); ++k) {
+        TORCH_CHECK_VALUE(epochs[k] == epochs[0], "--resume: rank ", k, " read ", r.dir.last(),
+                          " at epoch ", epochs[k], " but rank 0 at epoch ", epochs[0],
+                          "; every rank must read the same run directory");
+      }
+    }
+    // Rank 0's parameters and buffers everywhere, then gradients averaged by c10d's Reducer.
+    r.dp->broadcast_module(*r.model);
+    r.dp->attach_gradients(r.model->parameters());
   }
   r.dir.write_options(o);
   say_start(r);
@@ -123,19 +175,25 @@ EpochResult train_epoch(Run& r, int64_t epoch) {
   r.data.train.set_epoch(epoch);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed * 1000003ULL + epoch + 1);
   const auto perm = torch::randperm(n_train, gen, torch::kLong);
-  // A last batch of one image would break BatchNorm: fold it into the previous one.
-  int64_t batches = (n_train + o.batch_size - 1) / o.batch_size;
-  if (batches > 1 && n_train % o.batch_size == 1) --batches;
+  // Global batches of o.batch_size (a last one of one image per rank folded into the one
+  // before); each rank takes positions rank, rank + world, ... of each.
+  const auto plan = epoch_batches(n_train, o.batch_size, r.world());
+  TORCH_CHECK_VALUE(!plan.empty(), "no training batch: ", n_train, " training images for ",
+                    r.world(), " ranks");
+  const auto batches = static_cast<int64_t>(plan.size());
   Progress prog("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs), batches,
-                o.quiet ? nullptr : stderr);
+                o.quiet || r.rank() != 0 ? nullptr : stderr);
   double lr = o.schedule.base_lr;
   if (r.teacher) r.teacher->begin_epoch();
   const bool teacher_used = r.teacher && r.teacher->used();
   for (int64_t b = 0; b < batches; ++b) {
-    const int64_t lo = b * o.batch_size;
-    const int64_t hi = b + 1 == batches ? n_train : lo + o.batch_size;
-    auto batch = get_batch(r.data.train, perm.slice(0, lo, hi), epoch, o.workers);
+    const auto [lo, hi] = plan[b];
+    const auto idx = shard(perm.slice(0, lo, hi), r.rank(), r.world());
+    const int64_t n_local = idx.size(0);
+    auto batch = get_batch(r.data.train, idx, epoch, o.workers);
     const auto x = batch.data.to(r.device), y = batch.target.to(r.device);
+    // DDP's default: every rank starts the step with rank 0's BatchNorm statistics.
+    if (r.dp) r.dp->broadcast_buffers(*r.model);
     lr = o.schedule.at(epoch + static_cast<double>(b) / batches, o.epochs);
     set_learning_rate(*r.opt, r.groups.mult, lr);
     r.opt->zero_grad();
@@ -147,18 +205,27 @@ EpochResult train_epoch(Run& r, int64_t epoch) {
     }
     logits = logits.to(torch::kFloat);
     const torch::Tensor loss =
-        r.teacher ? r.teacher->loss(teacher_logits, logits, y, hi - lo)
+        r.teacher ? r.teacher->loss(teacher_logits, logits, y, n_local)
                   : torch::nn::functional::cross_entropy(
                         logits, y,
                         torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
                             o.label_smoothing));
-    const double loss_v = loss.item<double>();
+    double loss_v = loss.item<double>();
+    int64_t correct = topk_correct(logits.detach(), y, 1);
+    if (r.dp) {
+      // The global batch's mean loss and accuracy, the same on every rank (so is the check).
+      const auto sums = r.dp->sum_over_ranks(
+          {loss_v * n_local, static_cast<double>(correct), static_cast<double>(n_local)});
+      loss_v = sums[0] / sums[2];
+      correct = static_cast<int64_t>(sums[1]);
+      r.dp->prepare_for_backward(loss);
+    }
     TORCH_CHECK(std::isfinite(loss_v), "the training loss became ", loss_v, " at epoch ", epoch + 1,
                 ", batch ", b + 1, "; try a lower --lr (now ", lr, ")");
     loss.backward();
     if (r.hooks.sync_gradients) r.hooks.sync_gradients(*r.opt);
     r.opt->step();
-    prog.update(hi - lo, loss_v, topk_correct(logits.detach(), y, 1));
+    prog.update(hi - lo, loss_v, correct);
     if (r.hooks.on_step) r.hooks.on_step(StepInfo{epoch, b, batches, hi - lo, loss_v, lr});
   }
   EpochResult e;
@@ -218,7 +285,9 @@ int64_t run_epochs(Run& r, EvalResult& ev, double& last_ips, double t_run) {
     if (improved) r.dir.save_best(*r.model, info);
     if (r.teacher) r.teacher->end_epoch(epoch + 1, r.say);
     r.dir.save_last(*r.model, info, *r.opt, r.teacher.get());
-    const bool stop_now = g_stop.load() || (o.stop_after > 0 && epoch + 1 >= o.stop_after);
+    bool stop_now = g_stop.load() || (o.stop_after > 0 && epoch + 1 >= o.stop_after);
+    // A signal may reach some ranks only: they stop together.
+    if (r.dp) stop_now = r.dp->sum_over_ranks({stop_now ? 1.0 : 0.0})[0] > 0;
     if (stop_now && epoch + 1 < o.epochs) {
       r.say("stopped after epoch " + std::to_string(epoch + 1) + "; continue with --resume");
       return epoch + 1;
@@ -257,6 +326,10 @@ json summary_json(Run& r, int64_t epoch, const EvalResult& ev, double last_ips, 
                   {"zero_fraction_final", report.totals.zero_fraction},
                   {"quantized_lr_mult", r.groups.lr_mults},
                   {"device", r.device.str()},
+                  {"world_size", r.world()},
+                  {"backend", r.dp ? json(r.dp->backend()) : json()},
+                  {"batch_size_per_rank", o.batch_size / r.world()},
+                  {"train_images_per_second_per_rank", last_ips / r.world()},
                   {"library_version", kVersion}};
   if (r.teacher) summary["distill"] = r.teacher->describe();
   if (report.baseline) {
@@ -270,17 +343,31 @@ json summary_json(Run& r, int64_t epoch, const EvalResult& ev, double last_ips, 
 
 void request_stop() { g_stop.store(true); }
 
-json fit(const TrainOptions& o, const TrainHooks& hooks) {
+json fit(const TrainOptions& o, const TrainHooks& hooks, std::shared_ptr<DataParallel> dp) {
   o.validate();
   g_stop.store(false);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   torch::manual_seed(o.seed);
-  const torch::Device device = resolve_device(o.device);
-  RunDir dir(o.run_dir);
-  Say say = [quiet = o.quiet](const std::string& s) {
+  torch::Device device = resolve_device(o.device);
+  const bool main_rank = !dp || dp->is_main();
+  if (dp) {
+    TORCH_CHECK_VALUE(dp->device().type() == device.type(), "--device ", o.device, " is ",
+                      device.str(), " but the data-parallel group runs on ", dp->device().str());
+    device = dp->device();
+    TORCH_CHECK_VALUE(o.batch_size % dp->world_size() == 0, "--batch-size ", o.batch_size,
+                      " is the global batch and must be a multiple of the world size ",
+                      dp->world_size());
+    TORCH_CHECK_VALUE(o.batch_size / dp->world_size() >= 2, "--batch-size ", o.batch_size,
+                      " leaves ", o.batch_size / dp->world_size(),
+                      " image per rank; BatchNorm needs at least 2 per rank");
+    TORCH_CHECK_VALUE(o.distill_scheme.empty(),
+                      "distillation (--distill-scheme) is not supported in data-parallel runs");
+  }
+  RunDir dir(o.run_dir, main_rank);
+  Say say = [quiet = o.quiet || !main_rank](const std::string& s) {
     if (!quiet) std::fprintf(stderr, "%s\n", s.c_str());
   };
-  Run r{o, hooks, device, std::move(dir), std::move(say), open_splits(o)};
+  Run r{o, hooks, dp, device, std::move(dir), std::move(say), open_splits(o)};
   prepare(r);
 
   const double t_run = now_s();
@@ -295,6 +382,10 @@ json fit(const TrainOptions& o, const TrainHooks& hooks) {
   if (r.teacher) r.teacher->finish(trained, r.data.test, r.eval_setup());
   const json summary = summary_json(r, epoch, ev, last_ips, r.state.wall_before + now_s() - t_run);
   r.dir.write_summary(summary);
+  if (r.dp) {
+    r.dp->detach_gradients();
+    r.dp->barrier();  // rank 0 (the store's host) leaves last
+  }
   return summary;
 }
 

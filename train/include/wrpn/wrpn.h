@@ -20,6 +20,7 @@
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
 #include <wrpn/train/distill.h>
+#include <wrpn/train/distributed.h>
 #include <wrpn/train/options.h>
 #include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>

@@ -70,6 +70,11 @@ struct TrainOptions {
   std::string device = "auto";  ///< auto (CUDA when available), cpu, cuda, cuda:N
   bool amp = false;             ///< bf16 autocast on CUDA
   int64_t threads = 0;          ///< CPU threads (0: LibTorch's default)
+  /// Data-parallel runs (the programs under torchrun; see <wrpn/train/distributed.h>): the
+  /// backend ("auto": NCCL on CUDA, Gloo on CPU) and the seconds a rank waits for the others.
+  /// Not recorded in options.json: they do not change the result.
+  std::string dist_backend = "auto";
+  double dist_timeout = 300.0;
   // Output.
   std::string run_dir = "runs/latest";
   bool resume = false;     ///< continue from run_dir/last.ckpt if it exists

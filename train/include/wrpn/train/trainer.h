@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -22,6 +23,8 @@ class Optimizer;
 }
 
 namespace wrpn::train {
+
+class DataParallel;
 
 /// Accuracy and loss of a model on a dataset split.
 struct EvalResult {
@@ -63,7 +66,13 @@ struct TrainHooks {
 /// With a distillation scheme it also writes teacher.ckpt (scheme A: each epoch, the trained
 /// teacher; B and C: at the end, the frozen teacher as used) and teacher fields in the metrics
 /// and summary; scheme A's last.ckpt carries the teacher's state for an exact resume.
-nlohmann::json fit(const TrainOptions& options, const TrainHooks& hooks = {});
+///
+/// With `data_parallel` (see <wrpn/train/distributed.h>) every rank calls fit() with the same
+/// options: options.batch_size is the global batch (a multiple of the world size), each rank
+/// trains on its share, only rank 0 writes files, and every rank returns the same summary.
+/// --resume needs the run directory where every rank can read it. Not with distillation.
+nlohmann::json fit(const TrainOptions& options, const TrainHooks& hooks = {},
+                   std::shared_ptr<DataParallel> data_parallel = nullptr);
 
 /// Evaluates a checkpoint's model on a dataset split ("train" or "test") without augmentation.
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
