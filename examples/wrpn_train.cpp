@@ -25,10 +25,15 @@ std::string message_of(const std::exception& e) {
 /// and exits at once; a process group torn down by destructors could wait on dead peers.
 [[noreturn]] void fail_rank(wrpn::train::DataParallel& dp, const std::exception& e) {
   const std::string what = message_of(e);
-  std::string msg = dp.explain_failure(what);
+  // A failed collective or store request may be a peer's fault; any other error is this rank's.
+  const bool comm = dynamic_cast<const c10::DistError*>(&e) != nullptr ||
+                    what.find("gloo/") != std::string::npos ||
+                    what.find("NCCL") != std::string::npos ||
+                    what.find("Timed out") != std::string::npos;
+  std::string msg = comm ? dp.explain_failure(what) : std::string();
   if (msg.empty()) {
+    dp.report_failure(what);
     msg = "rank " + std::to_string(dp.rank()) + ": " + what;
-    dp.report_failure(msg);
   }
   std::cerr << "error: " << msg << std::endl;
   std::fflush(nullptr);

@@ -18,10 +18,17 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 namespace wrpn::train {
 namespace {
+
+std::string seconds_str(double s) {
+  std::ostringstream o;
+  o << s;
+  return o.str();
+}
 
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
@@ -61,6 +68,18 @@ std::string host_name() {
 
 bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+/// Whether process `pid` on this host is alive (a zombie, exited but not yet reaped, is not).
+bool process_running(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno != ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');  // "pid (comm) state ..."
+  if (close == std::string::npos || close + 2 >= line.size()) return true;
+  const char state = line[close + 2];
+  return state != 'Z' && state != 'X';
 }
 
 /// Process groups made by this process so far: each gets its own store prefix.
@@ -139,17 +158,18 @@ std::shared_ptr<DataParallel> DataParallel::connect(const LaunchEnv& env, torch:
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
-    const std::string what = e.what();
+    const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+    const std::string what = c10e != nullptr ? c10e->what_without_backtrace() : e.what();
     const bool in_use = what.find("EADDRINUSE") != std::string::npos ||
                         what.find("address already in use") != std::string::npos;
     TORCH_CHECK(false, "rank ", env.rank, ": ",
                 so.isServer ? "could not start the store on " : "could not reach the store at ",
                 env.master_addr, ":", env.master_port,
                 in_use ? " (the port is in use: choose another MASTER_PORT)"
-                       : " within the timeout of " + std::to_string(options.timeout_s) +
+                       : " within the timeout of " + seconds_str(options.timeout_s) +
                              " s (are all WORLD_SIZE=" + std::to_string(env.world_size) +
                              " ranks started, with the same MASTER_ADDR and MASTER_PORT?)",
-                ": ", c10::GetExceptionString(e).substr(0, 400));
+                ": ", what.substr(0, 400));
   }
   const std::string prefix = "wrpn/attempt_" + std::to_string(env.restart_count) + "/group_" +
                              std::to_string(g_groups.fetch_add(1)) + "/";
@@ -351,11 +371,16 @@ std::string DataParallel::explain_failure(const std::string& error) noexcept {
     for (int r = 0; r < world_size_ && r < static_cast<int>(peers_.size()); ++r) {
       if (r == rank_ || peers_[r].rfind(me, 0) != 0) continue;
       const long pid = std::strtol(peers_[r].c_str() + me.size(), nullptr, 10);
-      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      if (pid > 0 && !process_running(pid)) {
         why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " (pid " +
                std::to_string(pid) + ") is no longer running: killed or crashed";
       }
     }
+  }
+  if (why.empty() && (error.find("Timed out") != std::string::npos ||
+                      error.find("timed out") != std::string::npos)) {
+    why = "a peer did not answer within --dist-timeout " + seconds_str(options_.timeout_s) +
+          " s (a stopped or hung rank, or one far slower than the others)";
   }
   if (why.empty()) return "";
   return "rank " + std::to_string(rank_) + " stopped because " + why + " [" + error.substr(0, 300) +

@@ -260,6 +260,8 @@ int64_t run_epochs(Run& r, EvalResult& ev, double& last_ips, double t_run) {
   int64_t epoch = r.state.start_epoch;
   for (; epoch < o.epochs; ++epoch) {
     const EpochResult e = train_epoch(r, epoch);
+    // Each rank's last step updated its own BatchNorm statistics: evaluate with rank 0's.
+    if (r.dp) r.dp->broadcast_buffers(*r.model);
     last_ips = e.images_per_second;
     ev = evaluate(*r.model, r.data.test, r.eval_setup());
     if (r.hooks.on_evaluate) r.hooks.on_evaluate(epoch + 1, ev);
