@@ -91,6 +91,27 @@ else
   status=1
 fi
 
+step "data-parallel on NCCL: ResNet-20 2x 4/4 on digits, one process per GPU (torchrun)"
+NGPU="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)"
+if [[ "$NGPU" -ge 1 ]]; then
+  worlds=(1)
+  [[ "$NGPU" -gt 1 ]] && worlds+=("$NGPU")
+  for n in "${worlds[@]}"; do
+    run="$OUT_DIR/nccl_world$n"
+    timeout 600 "$PY" -m torch.distributed.run --standalone --nproc-per-node "$n" --no-python \
+      "$BUILD/examples/wrpn_train" --model resnet20 --width 2 --weight-bits 4 --act-bits 4 \
+      --epochs 3 --batch-size 128 --device cuda --dist-timeout 120 --quiet --run-dir "$run" \
+      >"$run.log" 2>&1 || status=1
+    tail -3 "$run.log" | tee -a "$OUT_DIR/summary.txt"
+    "$PY" -c 'import json,sys; s=json.load(open(sys.argv[1])); print("world", s["world_size"], s["backend"], "top-1", s["final_top1"], "images/s", round(s["train_images_per_second"], 1))' \
+      "$run/summary.json" 2>&1 | tee -a "$OUT_DIR/summary.txt" || status=1
+    rm -f "$run"/*.ckpt
+  done
+else
+  echo "no CUDA device seen by $PY" | tee -a "$OUT_DIR/summary.txt"
+  status=1
+fi
+
 step "benchmark"
 if [[ -x "$BUILD/benchmarks/wrpn_bench" ]]; then
   "$BUILD/benchmarks/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \

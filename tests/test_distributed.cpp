@@ -3,13 +3,13 @@
 // on 2 ranks with files from rank 0 only, resume across world sizes, a killed rank, bad
 // configurations). Every child process runs under a deadline.
 
+#include <dirent.h>
 #include <torch/torch.h>
 #include <wrpn/train/distributed.h>
 #include <wrpn/train/trainer.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
-#include <filesystem>
 #include <set>
 
 #include "dist/dist_common.h"
@@ -27,9 +27,10 @@ using wrpn_dist_test::read_file;
 using wrpn_dist_test::spawn;
 using wrpn_dist_test::wait_for;
 
+/// A program of this build (WRPN_BINARY_DIR overrides the build folder).
 std::string binary(const std::string& rel) {
   const char* b = std::getenv("WRPN_BINARY_DIR");
-  const std::string path = std::string(b ? b : "build") + "/" + rel;
+  const std::string path = std::string(b ? b : WRPN_TEST_BINARY_DIR) + "/" + rel;
   INFO("built by the project: " << path);
   REQUIRE(wrpn::train::path_exists(path));
   return path;
@@ -99,11 +100,16 @@ std::vector<std::string> with(std::vector<std::string> args, const std::vector<s
 
 json read_json(const std::string& path) { return json::parse(read_file(path)); }
 
+/// The names in `dir` (POSIX calls: see the README on std::filesystem and the torch wheel).
 std::set<std::string> files_in(const std::string& dir) {
   std::set<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    names.insert(e.path().filename().string());
+  DIR* d = ::opendir(dir.c_str());
+  REQUIRE(d != nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.insert(n);
   }
+  ::closedir(d);
   return names;
 }
 
@@ -231,6 +237,21 @@ TEST_CASE("2 ranks: the averaged gradient is the union batch's, parameters are r
   const auto hp = half->parameters();
   for (size_t i = 0; i < hp.size(); ++i) diff += (hp[i].grad() - r0[i]).abs().sum().item<double>();
   CHECK(diff > 1e-3);
+}
+
+TEST_CASE("2 ranks that built different models are refused, naming the difference",
+          "[dist][procs]") {
+  const std::string dir = wrpn_test::temp_dir("dist_mismatch");
+  const auto rcs =
+      run_ranks(2, {binary("tests/wrpn_dist_worker"), "mismatch", dir + "/m"}, dir, 120);
+  CHECK(rcs == std::vector<int>{1, 1});
+  for (const char* r : {"/rank0.err", "/rank1.err"}) {
+    const std::string err = read_file(dir + r);
+    INFO(err);
+    // Width 2 doubles the stem's 16 output channels.
+    CHECK_THAT(err, Catch::Contains("the ranks built different models") &&
+                        Catch::Contains("[16, 1, 3, 3]") && Catch::Contains("[32, 1, 3, 3]"));
+  }
 }
 
 TEST_CASE("2 ranks: parameters and buffers stay identical over SGD steps", "[dist][procs]") {

@@ -4,6 +4,7 @@
 //
 //   wrpn_dist_worker grad OUT_PREFIX      averaged gradient of one step, the model in eval mode
 //   wrpn_dist_worker steps OUT_PREFIX K   parameters and buffers after K SGD steps (train mode)
+//   wrpn_dist_worker mismatch OUT_PREFIX  rank r builds width 1 + r: broadcast_module must refuse
 
 #include <torch/torch.h>
 #include <wrpn/models/registry.h>
@@ -49,7 +50,8 @@ int run(int argc, char** argv) {
     return 2;
   }
   // Different initial weights on every rank: broadcast_module must make them rank 0's.
-  auto model = wrpn_dist_test::make_model(wrpn_dist_test::kSeed + dp->rank());
+  auto model = wrpn_dist_test::make_model(wrpn_dist_test::kSeed + dp->rank(),
+                                          mode == "mismatch" ? 1.0 + dp->rank() : 1.0);
   dp->broadcast_module(*model);
   dp->attach_gradients(model->parameters());
   if (mode == "grad") {
