@@ -369,6 +369,42 @@ TEST_CASE("a killed rank ends the other with a message naming it", "[dist][procs
   CHECK_FALSE(wrpn::train::path_exists(dir + "/run/summary.json"));
 }
 
+TEST_CASE("under torchrun a killed rank's world restarts and --resume continues the run",
+          "[dist][procs][torchrun]") {
+  const char* src = std::getenv("WRPN_SOURCE_DIR");
+  const std::string torchrun = std::string(src ? src : ".") + "/.venv/bin/torchrun";
+  if (!wrpn::train::path_exists(torchrun)) {
+    WARN("WRPN_SKIP: no " << torchrun << " (scripts/setup.sh creates .venv)");
+    return;
+  }
+  const std::string dir = wrpn_test::temp_dir("dist_torchrun");
+  const std::string run = dir + "/run";
+  std::vector<std::string> args = {torchrun, "--standalone", "--nproc-per-node", "2",
+                                   "--max-restarts", "1", "--no-python"};
+  for (const auto& a : with(train_args(run, 3), {"--resume", "--limit-train", "512"})) {
+    args.push_back(a);
+  }
+  Child agent = spawn(args, {{"OMP_NUM_THREADS", "1"}}, dir + "/torchrun");
+  for (int i = 0; i < 6000 && !wrpn::train::path_exists(run + "/last.ckpt"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(wrpn::train::path_exists(run + "/last.ckpt"));
+  // The newest process naming this run directory is one of torchrun's two workers.
+  // ([w] keeps the pattern from matching the shell that runs pkill.)
+  REQUIRE(std::system(("pkill -9 -n -f '[w]rpn_train.*" + run + "'").c_str()) == 0);
+  const int rc = wait_for(agent, 300);
+  const std::string err = read_file(dir + "/torchrun.err");
+  INFO(err);
+  CHECK(rc == 0);
+  CHECK_THAT(err, Catch::Contains("no longer running"));
+  const json s = read_json(run + "/summary.json");
+  CHECK(s["completed"] == true);
+  CHECK(s["world_size"] == 2);
+  const auto m = wrpn_test::read_jsonl(run + "/metrics.jsonl");
+  REQUIRE(m.size() == 3);
+  for (int e = 0; e < 3; ++e) CHECK(m[e]["epoch"] == e + 1);
+}
+
 TEST_CASE("bad data-parallel configurations get a clear error", "[dist][procs]") {
   const std::string dir = wrpn_test::temp_dir("dist_bad");
   SECTION("ranks launched with different options") {
