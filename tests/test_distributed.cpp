@@ -379,8 +379,8 @@ TEST_CASE("under torchrun a killed rank's world restarts and --resume continues 
   }
   const std::string dir = wrpn_test::temp_dir("dist_torchrun");
   const std::string run = dir + "/run";
-  std::vector<std::string> args = {torchrun, "--standalone", "--nproc-per-node", "2",
-                                   "--max-restarts", "1", "--no-python"};
+  std::vector<std::string> args = {
+      torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "--no-python"};
   for (const auto& a : with(train_args(run, 3), {"--resume", "--limit-train", "512"})) {
     args.push_back(a);
   }
@@ -431,16 +431,9 @@ TEST_CASE("bad data-parallel configurations get a clear error", "[dist][procs]")
     CHECK_THAT(read_file(dir + "/rank0.err"), Catch::Contains("MASTER_ADDR is not"));
   }
   SECTION("a port in use") {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
-    a.sin_port = 0;
-    socklen_t len = sizeof a;
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd, 1) == 0);
-    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    Child c = spawn(train_args(dir + "/run", 1), rank_env(0, 2, ntohs(a.sin_port)), dir + "/rank0");
+    int port = 0;
+    const int fd = wrpn_dist_test::listening_socket(&port);
+    Child c = spawn(train_args(dir + "/run", 1), rank_env(0, 2, port), dir + "/rank0");
     CHECK(wait_for(c, 60) == 1);
     ::close(fd);
     CHECK_THAT(read_file(dir + "/rank0.err"), Catch::Contains("port is in use"));

@@ -84,20 +84,27 @@ inline std::string read_file(const std::string& path) {
   return s.str();
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-inline int free_port() {
+/// A socket listening on an ephemeral port of every address (the port in *port); the caller
+/// closes it.
+inline int listening_socket(int* port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
   a.sin_port = 0;
   socklen_t len = sizeof a;
   if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw std::runtime_error("no free port");
+      ::listen(fd, 1) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw std::runtime_error("could not listen on a free port");
   }
-  const int port = ntohs(a.sin_port);
-  ::close(fd);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/// A TCP port that was free a moment ago.
+inline int free_port() {
+  int port = 0;
+  ::close(listening_socket(&port));
   return port;
 }
 
