@@ -206,6 +206,8 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
                                 .weight_quantizer(quantizers.weight(
                                     "fc", p.fp32_last_layer ? kFullPrecisionBits : p.weight_bits))
                                 .input_quantizer(stream)
+                                // Its input is the average-pooled activation, off the grid.
+                                .pack_saved_input(false)
                                 .init(spec_.init)));
   quantizers.check_overrides(spec_.name);
 }

@@ -105,6 +105,10 @@ std::vector<OptionDescriptor> make_table() {
      G::kDistillation, [](TrainOptions& o) -> OptionField { return &o.distill.temperature; }},
     {"distill_kl", "--distill-kl", "soft term as KL(p_T || p_S) * T^2", G::kDistillation,
      [](TrainOptions& o) -> OptionField { return &o.distill.kl; }},
+    {"packed_activations", "--no-packed-activations",
+     "save quantized layers' inputs as float tensors, not packed k-bit codes (more memory, the "
+     "same gradients)", G::kMachine,
+     [](TrainOptions& o) -> OptionField { return &o.packed_activations; }},
     {"seed", "--seed", "seed of init, shuffling and augmentation", G::kMachine,
      [](TrainOptions& o) -> OptionField { return &o.seed; }},
     {"device", "--device", "auto, cpu, cuda or cuda:N", G::kMachine,

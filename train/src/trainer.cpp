@@ -2,6 +2,7 @@
 #include <wrpn/models/cost.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
+#include <wrpn/nn/saved_codes.h>
 #include <wrpn/train/distributed.h>
 #include <wrpn/train/trainer.h>
 #include <wrpn/version.h>
@@ -71,7 +72,9 @@ models::Classifier create_student(const TrainOptions& o, const Splits& data) {
   spec.in_channels = data.train.channels();
   spec.precision = o.precision;
   spec.init = nn::weight_init_from_string(o.resolved_init());
-  return models::create_model(spec);
+  models::Classifier model = models::create_model(spec);
+  nn::set_pack_saved_inputs(*model, o.packed_activations);
+  return model;
 }
 
 int64_t count_parameters(const models::ClassifierImpl& model) {

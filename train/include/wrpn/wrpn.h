@@ -17,6 +17,7 @@
 #include <wrpn/nn/quant_linear.h>
 #include <wrpn/nn/quant_relu.h>
 #include <wrpn/nn/quantizer.h>
+#include <wrpn/nn/saved_codes.h>
 #include <wrpn/ops.h>
 #include <wrpn/precision.h>
 #include <wrpn/train/distill.h>
@@ -25,4 +26,5 @@
 #include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>
 #include <wrpn/util/fs.h>
+#include <wrpn/util/memory.h>
 #include <wrpn/version.h>

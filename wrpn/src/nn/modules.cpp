@@ -7,12 +7,14 @@
 
 #include <cmath>
 
+#include "packed_layers.h"
 #include "wrpn/nn/init.h"
 #include "wrpn/nn/layers.h"
 #include "wrpn/nn/observer.h"
 #include "wrpn/nn/quant_conv.h"
 #include "wrpn/nn/quant_linear.h"
 #include "wrpn/nn/quant_relu.h"
+#include "wrpn/nn/saved_codes.h"
 #include "wrpn/ops.h"
 
 namespace wrpn {
@@ -268,8 +270,18 @@ torch::Tensor QuantConv2dImpl::effective_weight() const {
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
   const auto w = effective_weight();
-  auto out = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(),
-                           options.groups());
+  torch::Tensor out;
+  if (options.pack_saved_input() && x.dim() == 4 && can_pack(options.input_quantizer()) &&
+      detail::records_graph(x, w, bias)) {
+    out = detail::conv2d_saving_codes(x, w, bias, at::IntArrayRef(options.stride()).vec(),
+                                      at::IntArrayRef(options.padding()).vec(),
+                                      at::IntArrayRef(options.dilation()).vec(), options.groups(),
+                                      options.input_quantizer());
+  }
+  if (!out.defined()) {
+    out = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(),
+                        options.groups());
+  }
   report(this, x, w, out);
   return out;
 }
@@ -321,7 +333,12 @@ torch::Tensor QuantLinearImpl::effective_weight() const {
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
   const auto w = effective_weight();
-  auto out = torch::linear(x, w, bias);
+  torch::Tensor out;
+  if (options.pack_saved_input() && can_pack(options.input_quantizer()) &&
+      detail::records_graph(x, w, bias)) {
+    out = detail::linear_saving_codes(x, w, bias, options.input_quantizer());
+  }
+  if (!out.defined()) out = torch::linear(x, w, bias);
   report(this, x, w, out);
   return out;
 }

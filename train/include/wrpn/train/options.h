@@ -47,6 +47,9 @@ struct TrainOptions {
   /// such layer. A BatchNorm
   /// follows each conv, so SGD's effective step on a conv's weight is about lr / |w|^2.
   std::string quantized_lr_mult = "auto";
+  /// Quantized convs and FCs save their k-bit input as packed codes for the backward (the same
+  /// gradients bit for bit, less memory); false saves the float input as before.
+  bool packed_activations = true;
   // Distillation (Apprentice, arXiv 1711.05852).
   /// "" (none), "A" (teacher and student trained jointly from scratch), "B" (frozen pretrained
   /// teacher, student from scratch) or "C" (student starts from trained fp32 weights, frozen

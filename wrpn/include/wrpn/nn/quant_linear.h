@@ -32,6 +32,10 @@ struct QuantLinearOptions : LayerQuantizerShorthands<QuantLinearOptions> {
   TORCH_ARG(Quantizer, input_quantizer) = Quantizer::full_precision();
   /// How reset_parameters() draws the weight.
   TORCH_ARG(WeightInit, init) = WeightInit::kQuantAware;
+  /// When input_quantizer() can pack (WRPN 1..16 bits, fixed point up to 16 bits), save the
+  /// input for the backward as its packed k-bit codes rather than as a float tensor: the same
+  /// gradients bit for bit, k/32 of the memory (see <wrpn/nn/saved_codes.h>). On by default.
+  TORCH_ARG(bool, pack_saved_input) = true;
 };
 
 /// Linear layer whose fp32 shadow weight is quantized on every forward (straight-through

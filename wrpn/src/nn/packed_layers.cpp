@@ -1,0 +1,174 @@
+#include "packed_layers.h"
+
+#include <torch/autograd.h>
+#include <torch/torch.h>
+#include <wrpn/nn/saved_codes.h>
+
+#include <optional>
+
+namespace wrpn::nn::detail {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+/// The last codes packed on this thread, by the tensor they came from: a block's first conv and
+/// its projection shortcut read the same activation, and its codes are then saved once.
+struct LastCodes {
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> x{
+      c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>()};
+  uint32_t version = 0;
+  Quantizer q{};
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> bytes{
+      c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>()};
+  PackedCodes meta{};
+};
+thread_local LastCodes g_last;
+
+std::optional<PackedCodes> codes_of(const Tensor& x, const Quantizer& q) {
+  if (g_last.q == q && g_last.version == x._version()) {
+    const auto xi = g_last.x.lock();
+    if (xi.get() == x.unsafeGetTensorImpl()) {
+      if (auto b = g_last.bytes.lock()) {
+        PackedCodes p = g_last.meta;
+        p.bytes = Tensor(std::move(b));
+        return p;
+      }
+    }
+  }
+  auto p = pack_codes(x, q);
+  if (!p) return std::nullopt;
+  g_last.x =
+      c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(x.getIntrusivePtr());
+  g_last.version = x._version();
+  g_last.q = q;
+  g_last.bytes = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(
+      p->bytes.getIntrusivePtr());
+  g_last.meta = *p;
+  g_last.meta.bytes = Tensor();
+  return p;
+}
+
+void save_codes(AutogradContext* ctx, const PackedCodes& p) {
+  ctx->saved_data["codes"] = p.bytes;
+  ctx->saved_data["bits"] = p.bits;
+  ctx->saved_data["scale"] = p.scale;
+  ctx->saved_data["signed"] = p.is_signed;
+  ctx->saved_data["sizes"] = p.sizes;
+  ctx->saved_data["dtype"] = static_cast<int64_t>(p.dtype);
+}
+
+Tensor rebuilt_input(AutogradContext* ctx) {
+  TORCH_CHECK(!torch::GradMode::is_enabled(),
+              "wrpn: a layer that saved its input as packed codes cannot be differentiated twice "
+              "(create_graph); turn packing off with wrpn::nn::set_pack_saved_inputs(model, "
+              "false) or --no-packed-activations");
+  PackedCodes p;
+  p.bytes = ctx->saved_data["codes"].toTensor();
+  p.bits = ctx->saved_data["bits"].toInt();
+  p.scale = ctx->saved_data["scale"].toDouble();
+  p.is_signed = ctx->saved_data["signed"].toBool();
+  p.sizes = ctx->saved_data["sizes"].toIntVector();
+  p.dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+  return unpack_codes(p);
+}
+
+struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
+  // The bias is optional: LibTorch's custom functions take no undefined tensor as an input.
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
+                        const std::optional<Tensor>& b, const PackedCodes& codes,
+                        const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                        const std::vector<int64_t>& dilation, int64_t groups) {
+    save_codes(ctx, codes);
+    ctx->save_for_backward({w});
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["bias"] = b.has_value();
+    if (b) ctx->saved_data["bias_sizes"] = b->sizes().vec();
+    return at::conv2d(x, w, b ? *b : Tensor(), stride, padding, dilation, groups);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor x = rebuilt_input(ctx);
+    const Tensor w = ctx->get_saved_variables()[0];
+    std::optional<std::vector<int64_t>> bias_sizes;
+    if (ctx->saved_data["bias"].toBool()) bias_sizes = ctx->saved_data["bias_sizes"].toIntVector();
+    const auto stride = ctx->saved_data["stride"].toIntVector();
+    const auto padding = ctx->saved_data["padding"].toIntVector();
+    const auto dilation = ctx->saved_data["dilation"].toIntVector();
+    // needs_input_grad counts the tensor inputs given: there is no index 2 without a bias.
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      bias_sizes.has_value() && ctx->needs_input_grad(2)};
+    // The call autograd's own convolution node makes, on the same (rebuilt) tensors.
+    auto [gx, gw, gb] = at::convolution_backward(
+        grads[0], x, w, bias_sizes ? at::OptionalIntArrayRef(*bias_sizes) : std::nullopt, stride,
+        padding, dilation, /*transposed=*/false, {0, 0}, ctx->saved_data["groups"].toInt(), mask);
+    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+struct CodesLinear : public torch::autograd::Function<CodesLinear> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
+                        const std::optional<Tensor>& b, const PackedCodes& codes) {
+    save_codes(ctx, codes);
+    ctx->save_for_backward({w, b ? *b : Tensor()});
+    return at::linear(x, w, b ? *b : Tensor());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor x0 = rebuilt_input(ctx);
+    const auto saved = ctx->get_saved_variables();
+    // A linear layer's backward is a handful of matrix products: rebuild autograd's own graph
+    // of at::linear on the rebuilt input (one small extra forward) and let it run.
+    torch::AutoGradMode on(true);
+    const Tensor x = x0.requires_grad_(ctx->needs_input_grad(0));
+    const Tensor w = saved[0].detach().requires_grad_(ctx->needs_input_grad(1));
+    const Tensor b =
+        saved[1].defined() ? saved[1].detach().requires_grad_(ctx->needs_input_grad(2)) : Tensor();
+    const Tensor out = at::linear(x, w, b);
+    std::vector<Tensor> inputs;
+    std::vector<int> slot;
+    const Tensor* all[3] = {&x, &w, &b};
+    for (int i = 0; i < 3; ++i) {
+      if (all[i]->defined() && all[i]->requires_grad()) {
+        inputs.push_back(*all[i]);
+        slot.push_back(i);
+      }
+    }
+    variable_list out_grads(4);
+    if (!inputs.empty()) {
+      const auto g = torch::autograd::grad({out}, inputs, {grads[0]}, /*retain_graph=*/false,
+                                           /*create_graph=*/false, /*allow_unused=*/true);
+      for (size_t k = 0; k < slot.size(); ++k) out_grads[slot[k]] = g[k];
+    }
+    return out_grads;
+  }
+};
+
+}  // namespace
+
+bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return torch::GradMode::is_enabled() &&
+         (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+}
+
+Tensor conv2d_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,
+                           std::vector<int64_t> stride, std::vector<int64_t> padding,
+                           std::vector<int64_t> dilation, int64_t groups, const Quantizer& input) {
+  const auto codes = codes_of(x, input);
+  if (!codes) return {};
+  return CodesConv2d::apply(x, w, b.defined() ? std::optional<Tensor>(b) : std::nullopt, *codes,
+                            stride, padding, dilation, groups);
+}
+
+Tensor linear_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,
+                           const Quantizer& input) {
+  const auto codes = codes_of(x, input);
+  if (!codes) return {};
+  return CodesLinear::apply(x, w, b.defined() ? std::optional<Tensor>(b) : std::nullopt, *codes);
+}
+
+}  // namespace wrpn::nn::detail

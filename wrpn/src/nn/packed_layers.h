@@ -1,0 +1,26 @@
+#pragma once
+// Conv2d and linear that save their input as packed codes (see <wrpn/nn/saved_codes.h>).
+
+#include <torch/types.h>
+#include <wrpn/nn/quantizer.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace wrpn::nn::detail {
+
+/// Whether a forward of these tensors records a graph that would save the input.
+bool records_graph(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+
+/// conv2d(x, w, b) whose autograd node saves x as codes of `input`; undefined when x cannot be
+/// packed (then the caller runs the plain conv). x is 4-D.
+torch::Tensor conv2d_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
+                                  const torch::Tensor& b, std::vector<int64_t> stride,
+                                  std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                                  int64_t groups, const Quantizer& input);
+
+/// linear(x, w, b), likewise.
+torch::Tensor linear_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
+                                  const torch::Tensor& b, const Quantizer& input);
+
+}  // namespace wrpn::nn::detail
