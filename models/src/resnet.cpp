@@ -109,6 +109,9 @@ class ResidualBlockImpl : public torch::nn::Module {
                                        : (p.quantized_residual ? p.act_bits : kFullPrecisionBits);
     act_out = register_module("act_out",
                               QuantReLU(quantizers.activation(prefix + "act_out", out_default)));
+    // An fp32 block output that only quantizers read (the next block's act_in, or the head's
+    // pooling when the last layer is quantized) needs no float copy for its ReLU's backward.
+    act_out->options.save_mask(!p.quantized_residual && p.act_bits < kFullPrecisionBits);
   }
 
   torch::Tensor forward(torch::Tensor x) {
@@ -178,6 +181,8 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
   act1 =
       register_module("act1", QuantReLU(quantizers.activation(
                                   "act1", p.quantized_residual ? p.act_bits : kFullPrecisionBits)));
+  // Read by layer1's quantizers only (no max-pool, which would save it anyway).
+  act1->options.save_mask(!p.quantized_residual && p.act_bits < kFullPrecisionBits && !imagenet);
 
   int64_t channels = stem;
   nn::Quantizer stream = act1->options.quantizer();

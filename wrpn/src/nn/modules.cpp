@@ -362,7 +362,13 @@ void QuantReLUImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor QuantReLUImpl::forward(const torch::Tensor& x) {
-  auto out = options.quantizer().quantize_activation(x, is_training());
+  torch::Tensor out;
+  if (options.save_mask() && options.pack_saved() && options.quantizer().is_full_precision() &&
+      detail::records_graph(x, x, torch::Tensor())) {
+    out = detail::relu_saving_mask(x);
+  } else {
+    out = options.quantizer().quantize_activation(x, is_training());
+  }
   report(this, x, torch::Tensor(), out);
   return out;
 }

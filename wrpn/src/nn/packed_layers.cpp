@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 #include <wrpn/nn/saved_codes.h>
+#include <wrpn/ops.h>
 
 #include <optional>
 
@@ -148,7 +149,21 @@ struct CodesLinear : public torch::autograd::Function<CodesLinear> {
   }
 };
 
+struct MaskedRelu : public torch::autograd::Function<MaskedRelu> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x) {
+    Tensor out = at::relu(x);
+    ctx->save_for_backward({wrpn::pack_mask(out > 0)});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // relu's own backward is grad where out > 0, else +0: the mask's.
+    return {wrpn::masked_grad(grads[0], ctx->get_saved_variables()[0])};
+  }
+};
+
 }  // namespace
+
+Tensor relu_saving_mask(const Tensor& x) { return MaskedRelu::apply(x); }
 
 bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
   return torch::GradMode::is_enabled() &&

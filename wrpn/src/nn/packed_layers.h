@@ -19,6 +19,9 @@ torch::Tensor conv2d_saving_codes(const torch::Tensor& x, const torch::Tensor& w
                                   std::vector<int64_t> padding, std::vector<int64_t> dilation,
                                   int64_t groups, const Quantizer& input);
 
+/// relu(x) whose node saves a 1-bit mask of out > 0 rather than out.
+torch::Tensor relu_saving_mask(const torch::Tensor& x);
+
 /// linear(x, w, b), likewise.
 torch::Tensor linear_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
                                   const torch::Tensor& b, const Quantizer& input);

@@ -1,6 +1,7 @@
 #include <wrpn/kernels/pack_kernels.h>
 #include <wrpn/nn/quant_conv.h>
 #include <wrpn/nn/quant_linear.h>
+#include <wrpn/nn/quant_relu.h>
 #include <wrpn/nn/saved_codes.h>
 
 #include <cmath>
@@ -98,6 +99,7 @@ void set_pack_saved_inputs(torch::nn::Module& module, bool on) {
   for (const auto& m : module.modules(/*include_self=*/true)) {
     if (auto* c = m->as<QuantConv2dImpl>()) c->options.pack_saved_input(on);
     if (auto* l = m->as<QuantLinearImpl>()) l->options.pack_saved_input(on);
+    if (auto* r = m->as<QuantReLUImpl>()) r->options.pack_saved(on);
   }
 }
 

@@ -22,6 +22,13 @@ struct QuantReLUOptions {
   /// The activation quantizer: WRPN k-bit, full precision (plain ReLU), or relu followed by
   /// ADaPTION fixed point. reset() resolves a default fixed-point split.
   TORCH_ARG(Quantizer, quantizer);
+  /// Full precision only: save for the backward a 1-bit mask of where the output is positive
+  /// instead of the float output (the same gradient; NaN inputs get 0 instead of grad). For a
+  /// ReLU whose output no consumer saves (it feeds activation quantizers and convs that save
+  /// codes): a model builder sets it, off by default.
+  TORCH_ARG(bool, save_mask) = false;
+  /// Whether save_mask takes effect (wrpn::nn::set_pack_saved_inputs switches it with the convs).
+  TORCH_ARG(bool, pack_saved) = true;
 
  public:  // (TORCH_ARG leaves the section private)
   /// Shorthands for the quantizer's fields: the bits, and the fixed-point format (its
