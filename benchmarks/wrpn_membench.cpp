@@ -38,6 +38,7 @@ struct Config {
   int64_t bits;  // weights and activations; 32: fp32
   bool pack;
   int64_t batch;
+  bool recompute = false;
 };
 
 struct Result {
@@ -49,9 +50,10 @@ struct Result {
 };
 
 std::string name_of(const Config& c) {
-  return fmt::format("{} {}x {} {}", c.model, c.width,
-                     c.bits == 32 ? std::string("fp32") : fmt::format("{}/{}", c.bits, c.bits),
-                     c.bits == 32 ? "" : (c.pack ? "packed" : "unpacked"));
+  return fmt::format(
+      "{} {}x {} {}", c.model, c.width,
+      c.bits == 32 ? std::string("fp32") : fmt::format("{}/{}", c.bits, c.bits),
+      c.bits == 32 ? "" : (c.recompute ? "packed+recompute" : (c.pack ? "packed" : "unpacked")));
 }
 
 double now_s() {
@@ -68,6 +70,7 @@ Result measure(const Config& c, torch::Device device, int steps) {
   spec.init = wrpn::nn::weight_init_from_string("quant_aware");
   auto m = wrpn::models::create_model(spec);
   wrpn::nn::set_pack_saved_inputs(*m, c.pack);
+  wrpn::nn::set_recompute_bn_inputs(*m, c.recompute);
   m->to(device);
   m->train();
   torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
@@ -169,6 +172,7 @@ int main(int argc, char** argv) {
         for (const int64_t b : {4, 2}) {
           cs.push_back({f.model, w, b, true, f.batch});
           cs.push_back({f.model, w, b, false, f.batch});
+          cs.push_back({f.model, w, b, true, f.batch, true});
         }
         for (const auto& c : cs) {
           results.push_back(measure(c, device, steps));
@@ -198,7 +202,10 @@ int main(int argc, char** argv) {
       const auto& fp1 = find(r.c.model, 1.0, 32, false);
       const double vs_unpacked =
           r.c.bits == 32 ? 1.0 : r.step_s / find(r.c.model, r.c.width, r.c.bits, false).step_s;
-      const std::string mode = r.c.bits == 32 ? "float" : (r.c.pack ? "packed codes" : "float");
+      const std::string mode = r.c.bits == 32
+                                   ? "float"
+                                   : (r.c.recompute ? "codes, BN input recomputed"
+                                                    : (r.c.pack ? "packed codes" : "float"));
       std::printf("| %s | %gx | %s | %s | %.1f MB | %.3f | %.3f | %.1f MB | %.3f | %.3f | %.3f |\n",
                   r.c.model.c_str(), r.c.width,
                   r.c.bits == 32 ? "fp32" : fmt::format("{}/{}", r.c.bits, r.c.bits).c_str(),
@@ -209,6 +216,7 @@ int main(int argc, char** argv) {
                       {"width", r.c.width},
                       {"bits", r.c.bits},
                       {"packed", r.c.bits != 32 && r.c.pack},
+                      {"recompute_bn_input", r.c.recompute},
                       {"batch", r.c.batch},
                       {"parameters", r.parameters},
                       {"held_after_forward_bytes", r.held},

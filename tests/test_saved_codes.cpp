@@ -202,7 +202,7 @@ struct Trace {
 };
 
 Trace train_steps(const wrpn::PrecisionConfig& precision, const std::string& model, bool pack,
-                  int steps, int64_t image) {
+                  int steps, int64_t image, bool recompute = false) {
   torch::manual_seed(11);
   wrpn::models::ModelSpec spec;
   spec.name = model;
@@ -212,6 +212,7 @@ Trace train_steps(const wrpn::PrecisionConfig& precision, const std::string& mod
   spec.init = wrpn::nn::weight_init_from_string("quant_aware");
   auto m = wrpn::models::create_model(spec);
   wrpn::nn::set_pack_saved_inputs(*m, pack);
+  wrpn::nn::set_recompute_bn_inputs(*m, recompute);
   m->train();
   torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   Trace t;
@@ -303,5 +304,32 @@ TEST_CASE("a QuantLinear reading a k-bit activation: the same gradients from its
       }
       for (size_t i = 0; i < got[0].size(); ++i) CHECK(same_bits(got[0][i], got[1][i]));
     }
+  }
+}
+
+TEST_CASE("recomputing the BatchNorm input from the codes: the same steps, less held",
+          "[nn][codes][models]") {
+  struct Case {
+    std::string model;
+    wrpn::PrecisionConfig p;
+    int64_t image;
+  };
+  auto residual = wrpn::PrecisionConfig::make(4, 4, 1.0);
+  residual.quantized_residual = true;
+  const std::vector<Case> cases = {{"resnet20", wrpn::PrecisionConfig::make(4, 4, 1.0), 12},
+                                   {"resnet20", wrpn::PrecisionConfig::make(2, 2, 2.0), 12},
+                                   {"resnet20", residual, 12},
+                                   {"resnet50_small", wrpn::PrecisionConfig::make(4, 4, 0.25), 8}};
+  for (const auto& c : cases) {
+    INFO(c.model << " " << c.p.to_json(-1));
+    const auto plain = train_steps(c.p, c.model, true, 3, c.image, false);
+    const auto rec = train_steps(c.p, c.model, true, 3, c.image, true);
+    REQUIRE(plain.tensors.size() == rec.tensors.size());
+    int64_t differ = 0;
+    for (size_t i = 0; i < rec.tensors.size(); ++i) {
+      differ += !same_bits(plain.tensors[i], rec.tensors[i]);
+    }
+    CHECK(differ == 0);  // gradients, weights and BatchNorm buffers
+    CHECK(rec.held < plain.held);
   }
 }

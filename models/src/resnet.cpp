@@ -116,11 +116,11 @@ class ResidualBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(torch::Tensor x) {
     const torch::Tensor xq = act_in ? act_in(x) : x;
-    torch::Tensor out = act1(bn1(conv1(xq)));
+    torch::Tensor out = act1(conv1->forward_bn(xq, *bn1));
     if (conv3) {
-      out = bn3(conv3(act2(bn2(conv2(out)))));
+      out = conv3->forward_bn(act2(conv2->forward_bn(out, *bn2)), *bn3);
     } else {
-      out = bn2(conv2(out));
+      out = conv2->forward_bn(out, *bn2);
     }
     torch::Tensor shortcut = x;
     if (downsample) {

@@ -109,6 +109,10 @@ std::vector<OptionDescriptor> make_table() {
      "save quantized layers' inputs as float tensors, not packed k-bit codes (more memory, the "
      "same gradients)", G::kMachine,
      [](TrainOptions& o) -> OptionField { return &o.packed_activations; }},
+    {"recompute_bn_input", "--recompute-bn-input",
+     "recompute each quantized conv's output in the backward instead of saving it for its "
+     "BatchNorm (less memory, one more conv forward a step)", G::kMachine,
+     [](TrainOptions& o) -> OptionField { return &o.recompute_bn_input; }},
     {"seed", "--seed", "seed of init, shuffling and augmentation", G::kMachine,
      [](TrainOptions& o) -> OptionField { return &o.seed; }},
     {"device", "--device", "auto, cpu, cuda or cuda:N", G::kMachine,

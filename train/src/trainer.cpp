@@ -74,6 +74,7 @@ models::Classifier create_student(const TrainOptions& o, const Splits& data) {
   spec.init = nn::weight_init_from_string(o.resolved_init());
   models::Classifier model = models::create_model(spec);
   nn::set_pack_saved_inputs(*model, o.packed_activations);
+  nn::set_recompute_bn_inputs(*model, o.recompute_bn_input);
   return model;
 }
 

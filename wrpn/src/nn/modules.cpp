@@ -286,6 +286,24 @@ torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
   return out;
 }
 
+torch::Tensor QuantConv2dImpl::forward_bn(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn) {
+  if (options.recompute_bn_input() && options.pack_saved_input() && !bias.defined() &&
+      x.dim() == 4 && can_pack(options.input_quantizer())) {
+    const auto w = effective_weight();
+    if (detail::records_graph(x, w, bias)) {
+      auto out = detail::conv_bn_saving_codes(x, w, at::IntArrayRef(options.stride()).vec(),
+                                              at::IntArrayRef(options.padding()).vec(),
+                                              at::IntArrayRef(options.dilation()).vec(),
+                                              options.groups(), options.input_quantizer(), bn);
+      if (out.defined()) {
+        report(this, x, w, out);
+        return out;
+      }
+    }
+  }
+  return bn.forward(forward(x));
+}
+
 // ---- QuantLinear ----
 
 QuantLinearOptions::QuantLinearOptions(int64_t in_features, int64_t out_features)

@@ -149,6 +149,56 @@ struct CodesLinear : public torch::autograd::Function<CodesLinear> {
   }
 };
 
+/// The BatchNorm a fused conv+BN updates: its buffers and constants (not autograd inputs).
+struct BnState {
+  Tensor running_mean, running_var;
+  double momentum = 0.1, eps = 1e-5;
+};
+
+struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& gamma,
+                        const Tensor& beta, const PackedCodes& codes,
+                        const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                        const std::vector<int64_t>& dilation, int64_t groups, const BnState& bn) {
+    save_codes(ctx, codes);
+    ctx->save_for_backward({w, gamma});
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["eps"] = bn.eps;
+    ctx->saved_data["running_mean"] = bn.running_mean;
+    ctx->saved_data["running_var"] = bn.running_var;
+    const Tensor y = at::conv2d(x, w, Tensor(), stride, padding, dilation, groups);
+    auto [out, mean, invstd] = at::native_batch_norm(y, gamma, beta, bn.running_mean,
+                                                     bn.running_var, true, bn.momentum, bn.eps);
+    ctx->saved_data["mean"] = mean;
+    ctx->saved_data["invstd"] = invstd;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor x = rebuilt_input(ctx);
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &w = saved[0], &gamma = saved[1];
+    const auto stride = ctx->saved_data["stride"].toIntVector();
+    const auto padding = ctx->saved_data["padding"].toIntVector();
+    const auto dilation = ctx->saved_data["dilation"].toIntVector();
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    // The conv output, recomputed bit for bit from the rebuilt input.
+    const Tensor y = at::conv2d(x, w, Tensor(), stride, padding, dilation, groups);
+    auto [gy, ggamma, gbeta] = at::native_batch_norm_backward(
+        grads[0], y, gamma, ctx->saved_data["running_mean"].toTensor(),
+        ctx->saved_data["running_var"].toTensor(), ctx->saved_data["mean"].toTensor(),
+        ctx->saved_data["invstd"].toTensor(), true, ctx->saved_data["eps"].toDouble(),
+        {true, ctx->needs_input_grad(2), ctx->needs_input_grad(3)});
+    auto [gx, gw, gb] = at::convolution_backward(
+        gy, x, w, std::nullopt, stride, padding, dilation, false, {0, 0}, groups,
+        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), false});
+    return {gx, gw, ggamma, gbeta, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
 struct MaskedRelu : public torch::autograd::Function<MaskedRelu> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x) {
     Tensor out = at::relu(x);
@@ -164,6 +214,26 @@ struct MaskedRelu : public torch::autograd::Function<MaskedRelu> {
 }  // namespace
 
 Tensor relu_saving_mask(const Tensor& x) { return MaskedRelu::apply(x); }
+
+Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, std::vector<int64_t> stride,
+                            std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                            int64_t groups, const Quantizer& input,
+                            torch::nn::BatchNorm2dImpl& bn) {
+  const auto& o = bn.options;
+  if (!bn.is_training() || !o.affine() || !o.track_running_stats() || !o.momentum().has_value()) {
+    return {};
+  }
+  const auto codes = codes_of(x, input);
+  if (!codes) return {};
+  // As BatchNormImplBase::forward: count the batch, then normalise with batch statistics.
+  if (bn.num_batches_tracked.defined()) {
+    torch::NoGradGuard no_grad;
+    bn.num_batches_tracked += 1;
+  }
+  const BnState state{bn.running_mean, bn.running_var, *o.momentum(), o.eps()};
+  return ConvBnRecompute::apply(x, w, bn.weight, bn.bias, *codes, stride, padding, dilation, groups,
+                                state);
+}
 
 bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
   return torch::GradMode::is_enabled() &&

@@ -1,6 +1,7 @@
 #pragma once
 // Conv2d and linear that save their input as packed codes (see <wrpn/nn/saved_codes.h>).
 
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/types.h>
 #include <wrpn/nn/quantizer.h>
 
@@ -18,6 +19,14 @@ torch::Tensor conv2d_saving_codes(const torch::Tensor& x, const torch::Tensor& w
                                   const torch::Tensor& b, std::vector<int64_t> stride,
                                   std::vector<int64_t> padding, std::vector<int64_t> dilation,
                                   int64_t groups, const Quantizer& input);
+
+/// bn(conv2d(x, w)) in training mode whose node saves x as codes of `input` and not the conv
+/// output: the backward recomputes it (one extra conv forward). Undefined when x cannot be
+/// packed. The BatchNorm's running statistics are updated as its own forward does.
+torch::Tensor conv_bn_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
+                                   std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                   std::vector<int64_t> dilation, int64_t groups,
+                                   const Quantizer& input, torch::nn::BatchNorm2dImpl& bn);
 
 /// relu(x) whose node saves a 1-bit mask of out > 0 rather than out.
 torch::Tensor relu_saving_mask(const torch::Tensor& x);

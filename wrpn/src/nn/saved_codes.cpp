@@ -103,5 +103,11 @@ void set_pack_saved_inputs(torch::nn::Module& module, bool on) {
   }
 }
 
+void set_recompute_bn_inputs(torch::nn::Module& module, bool on) {
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* c = m->as<QuantConv2dImpl>()) c->options.recompute_bn_input(on);
+  }
+}
+
 }  // namespace nn
 }  // namespace wrpn

@@ -50,6 +50,9 @@ struct TrainOptions {
   /// Quantized convs and FCs save their k-bit input as packed codes for the backward (the same
   /// gradients bit for bit, less memory); false saves the float input as before.
   bool packed_activations = true;
+  /// Also leave out each quantized conv's output that its BatchNorm saves, recomputing it in
+  /// the backward (one more conv forward a step; the same gradients on the CPU).
+  bool recompute_bn_input = false;
   // Distillation (Apprentice, arXiv 1711.05852).
   /// "" (none), "A" (teacher and student trained jointly from scratch), "B" (frozen pretrained
   /// teacher, student from scratch) or "C" (student starts from trained fp32 weights, frozen

@@ -4,6 +4,7 @@
 #include <torch/arg.h>
 #include <torch/expanding_array.h>
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
@@ -42,6 +43,10 @@ struct QuantConv2dOptions : LayerQuantizerShorthands<QuantConv2dOptions> {
   /// input for the backward as its packed k-bit codes rather than as a float tensor: the same
   /// gradients bit for bit, k/32 of the memory (see <wrpn/nn/saved_codes.h>). On by default.
   TORCH_ARG(bool, pack_saved_input) = true;
+  /// With pack_saved_input, forward_bn() in training also leaves out the conv output that the
+  /// BatchNorm would save, recomputing it in the backward from the codes (one more conv
+  /// forward per step). Off by default.
+  TORCH_ARG(bool, recompute_bn_input) = false;
 };
 
 /// Conv2d whose fp32 shadow weight is quantized by wrpn::quantize_weight on every forward
@@ -61,6 +66,11 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
 
   /// conv2d(x, Q(weight), bias); Q is the identity at 32 bits.
   torch::Tensor forward(const torch::Tensor& x);
+
+  /// bn(forward(x)): the same values, and with options.recompute_bn_input() (training, an
+  /// affine BatchNorm with running statistics and a momentum, no conv bias) one autograd node
+  /// that saves only x's codes, the weight and the batch statistics.
+  torch::Tensor forward_bn(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn);
 
   /// The weight as forward() uses it: quantized (WRPN or fixed point), or fp32 at 32 bits.
   torch::Tensor effective_weight() const;

@@ -44,8 +44,12 @@ std::optional<PackedCodes> pack_codes(const torch::Tensor& x, const Quantizer& q
 /// The tensor `p` was packed from, bit for bit (contiguous).
 torch::Tensor unpack_codes(const PackedCodes& p);
 
-/// Turns packing of saved inputs on or off in every QuantConv2d and QuantLinear of `module`.
+/// Turns packing of saved inputs on or off in every QuantConv2d and QuantLinear of `module` (and
+/// the 1-bit masks of the ReLUs a model builder marked).
 void set_pack_saved_inputs(torch::nn::Module& module, bool on);
+
+/// Turns QuantConv2dOptions::recompute_bn_input on or off in every QuantConv2d of `module`.
+void set_recompute_bn_inputs(torch::nn::Module& module, bool on);
 
 }  // namespace nn
 }  // namespace wrpn
