@@ -38,23 +38,91 @@ bits_t<T> bits_of(T v) {
 }
 
 /// One chunk of m <= 64 elements: codes into c, whether every element was on the grid.
+/// Branch-free: an out-of-range or NaN value selects a bound, whose rebuilt value then differs.
 template <typename T>
 bool chunk_codes(const T* x, int m, acc_t<T> s, int32_t lo, int32_t hi, uint32_t* c,
                  uint32_t mask) {
   using A = acc_t<T>;
-  A r[kChunk];
-  for (int j = 0; j < m; ++j) r[j] = (static_cast<A>(x[j]) * s + kRoundMagic<A>)-kRoundMagic<A>;
-  int bad = 0;
+  using B = bits_t<T>;
+  const A flo = static_cast<A>(lo), fhi = static_cast<A>(hi);
+  B bad = 0;
   for (int j = 0; j < m; ++j) {
-    // NaN fails the range test; the rebuilt value must be x bit for bit.
-    const bool in_range = r[j] >= static_cast<A>(lo) && r[j] <= static_cast<A>(hi);
-    const A rr = in_range ? r[j] : A(0);
-    const T back = static_cast<T>(rr / s);
-    bad |= static_cast<int>(!in_range) | static_cast<int>(bits_of(back) != bits_of(x[j]));
-    c[j] = static_cast<uint32_t>(static_cast<int32_t>(rr)) & mask;
+    const A v = static_cast<A>(x[j]);
+    A r = (v * s + kRoundMagic<A>)-kRoundMagic<A>;
+    r = r > flo ? r : flo;  // NaN selects lo
+    r = r < fhi ? r : fhi;
+    const T back = static_cast<T>(r / s);
+    B bb, bx;
+    std::memcpy(&bb, &back, sizeof(T));
+    std::memcpy(&bx, &x[j], sizeof(T));
+    bad |= bb ^ bx;
+    c[j] = static_cast<uint32_t>(static_cast<int32_t>(r)) & mask;
   }
   for (int j = m; j < kChunk; ++j) c[j] = 0;
   return bad == 0;
+}
+
+/// k = 1, 2, 4: 8 / k codes a byte (codes past m are 0 in the chunk).
+template <int K>
+void pack_small(const uint32_t* c, int m, uint8_t* out) {
+  constexpr int per = 8 / K;
+  const int bytes = (m + per - 1) / per;
+  for (int b = 0; b < bytes; ++b) {
+    uint32_t v = 0;
+    for (int j = 0; j < per; ++j) v |= c[b * per + j] << (j * K);
+    out[b] = static_cast<uint8_t>(v);
+  }
+}
+
+/// Packs m codes (a chunk, m a multiple of 8 except at the end) at k bits into out, which holds
+/// `nbytes` bytes from the chunk's first: loops the compiler vectorises for k = 1, 2, 4, 8, 16.
+void pack_chunk(const uint32_t* c, int m, int k, uint8_t* out, int64_t nbytes) {
+  if (k == 1) {
+    pack_small<1>(c, m, out);
+  } else if (k == 2) {
+    pack_small<2>(c, m, out);
+  } else if (k == 4) {
+    pack_small<4>(c, m, out);
+  } else if (k == 8) {
+    for (int j = 0; j < m; ++j) out[j] = static_cast<uint8_t>(c[j]);
+  } else if (k == 16) {
+    for (int j = 0; j < m; ++j) {
+      out[2 * j] = static_cast<uint8_t>(c[j]);
+      out[2 * j + 1] = static_cast<uint8_t>(c[j] >> 8);
+    }
+  } else {
+    for (int b = 0; b < (m + 7) / 8; ++b) {
+      const int64_t at = int64_t{b} * k;
+      pack_block8(c + 8 * b, k, out + at, static_cast<int>(std::min<int64_t>(k, nbytes - at)));
+    }
+  }
+}
+
+template <int K>
+void unpack_small(const uint8_t* in, int m, uint32_t* c) {
+  constexpr int per = 8 / K;
+  constexpr uint32_t mask = (1u << K) - 1;
+  for (int j = 0; j < m; ++j) c[j] = (static_cast<uint32_t>(in[j / per]) >> ((j % per) * K)) & mask;
+}
+
+/// The inverse: m codes from the chunk's bytes.
+void unpack_chunk(const uint8_t* in, int m, int k, uint32_t* c, int64_t nbytes) {
+  if (k == 1) {
+    unpack_small<1>(in, m, c);
+  } else if (k == 2) {
+    unpack_small<2>(in, m, c);
+  } else if (k == 4) {
+    unpack_small<4>(in, m, c);
+  } else if (k == 8) {
+    for (int j = 0; j < m; ++j) c[j] = in[j];
+  } else if (k == 16) {
+    for (int j = 0; j < m; ++j) c[j] = in[2 * j] | (static_cast<uint32_t>(in[2 * j + 1]) << 8);
+  } else {
+    for (int b = 0; b < (m + 7) / 8; ++b) {
+      const int64_t at = int64_t{b} * k;
+      unpack_block8(in + at, k, static_cast<int>(std::min<int64_t>(k, nbytes - at)), c + 8 * b);
+    }
+  }
 }
 
 }  // namespace
@@ -78,15 +146,39 @@ bool pack_codes_cpu(const at::Tensor& x, const CodeFormat& f, uint8_t* out) {
         const int64_t i0 = ch * kChunk;
         const int m = static_cast<int>(std::min<int64_t>(kChunk, n - i0));
         ok = chunk_codes(px + i0, m, s, lo, hi, c, mask);
-        for (int b = 0; b < (m + 7) / 8; ++b) {
-          const int64_t at = (i0 / 8 + b) * k;
-          pack_block8(c + 8 * b, k, out + at, static_cast<int>(std::min<int64_t>(k, total - at)));
-        }
+        const int64_t at = i0 / 8 * k;
+        pack_chunk(c, m, k, out + at, total - at);
       }
       if (!ok) exact.store(false, std::memory_order_relaxed);
     });
   });
   return exact.load();
+}
+
+void pack_positive_cpu(const at::Tensor& x, uint8_t* out) {
+  const int64_t n = x.numel();
+  const int64_t bytes = (n + 7) / 8;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "pack_positive_cpu", [&] {
+        const scalar_t* px = x.const_data_ptr<scalar_t>();
+        at::parallel_for(0, bytes, kGrainChunks * 8, [&](int64_t b0, int64_t b1) {
+          const int64_t full_end = std::min(b1, n / 8);
+          for (int64_t b = b0; b < full_end; ++b) {
+            const scalar_t* p = px + b * 8;
+            uint32_t v = 0;
+            for (int j = 0; j < 8; ++j)
+              v |= static_cast<uint32_t>(static_cast<float>(p[j]) > 0.0f) << j;
+            out[b] = static_cast<uint8_t>(v);
+          }
+          for (int64_t b = std::max(b0, full_end); b < b1; ++b) {
+            uint32_t v = 0;
+            for (int64_t i = b * 8; i < std::min(n, b * 8 + 8); ++i) {
+              v |= static_cast<uint32_t>(static_cast<float>(px[i]) > 0.0f) << (i - b * 8);
+            }
+            out[b] = static_cast<uint8_t>(v);
+          }
+        });
+      });
 }
 
 void unpack_codes_cpu(const uint8_t* in, const CodeFormat& f, const at::Tensor& out) {
@@ -104,13 +196,16 @@ void unpack_codes_cpu(const uint8_t* in, const CodeFormat& f, const at::Tensor& 
           for (int64_t ch = c0; ch < c1; ++ch) {
             const int64_t i0 = ch * kChunk;
             const int m = static_cast<int>(std::min<int64_t>(kChunk, n - i0));
-            for (int b = 0; b < (m + 7) / 8; ++b) {
-              const int64_t at = (i0 / 8 + b) * k;
-              unpack_block8(in + at, k, static_cast<int>(std::min<int64_t>(k, total - at)),
-                            c + 8 * b);
-            }
-            for (int j = 0; j < m; ++j) {
-              po[i0 + j] = static_cast<scalar_t>(static_cast<A>(code_value(c[j], f)) / s);
+            const int64_t at = i0 / 8 * k;
+            unpack_chunk(in + at, m, k, c, total - at);
+            if (f.is_signed) {
+              for (int j = 0; j < m; ++j) {
+                po[i0 + j] = static_cast<scalar_t>(static_cast<A>(code_value(c[j], f)) / s);
+              }
+            } else {
+              for (int j = 0; j < m; ++j) {
+                po[i0 + j] = static_cast<scalar_t>(static_cast<A>(static_cast<int32_t>(c[j])) / s);
+              }
             }
           }
         });

@@ -54,6 +54,19 @@ __global__ void unpack_kernel(const uint8_t* in, int64_t n, CodeFormat f, T* out
   }
 }
 
+template <typename T>
+__global__ void positive_kernel(const T* x, int64_t n, uint8_t* out) {
+  const int64_t bytes = (n + 7) / 8;
+  for (int64_t b = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; b < bytes;
+       b += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t v = 0;
+    for (int64_t i = b * 8; i < b * 8 + 8 && i < n; ++i) {
+      v |= static_cast<uint32_t>(static_cast<float>(x[i]) > 0.0f) << (i - b * 8);
+    }
+    out[b] = static_cast<uint8_t>(v);
+  }
+}
+
 int grid_for(int64_t n) {
   const int64_t blocks = (n + 7) / 8;
   const int64_t g = (blocks + kThreads - 1) / kThreads;
@@ -70,6 +83,18 @@ void pack_codes_cuda(const at::Tensor& x, const CodeFormat& f, uint8_t* out) {
       at::kHalf, at::kBFloat16, x.scalar_type(), "pack_codes_cuda", [&] {
         pack_kernel<scalar_t>
             <<<grid_for(n), kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), n, f, out);
+      });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void pack_positive_cuda(const at::Tensor& x, uint8_t* out) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  auto stream = at::cuda::getCurrentCUDAStream(x.device().index());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "pack_positive_cuda", [&] {
+        positive_kernel<scalar_t>
+            <<<grid_for(n), kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), n, out);
       });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

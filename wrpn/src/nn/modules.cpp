@@ -276,7 +276,7 @@ torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
     out = detail::conv2d_saving_codes(x, w, bias, at::IntArrayRef(options.stride()).vec(),
                                       at::IntArrayRef(options.padding()).vec(),
                                       at::IntArrayRef(options.dilation()).vec(), options.groups(),
-                                      options.input_quantizer());
+                                      options.input_quantizer(), options.weight_quantizer());
   }
   if (!out.defined()) {
     out = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(),
@@ -291,10 +291,10 @@ torch::Tensor QuantConv2dImpl::forward_bn(const torch::Tensor& x, torch::nn::Bat
       x.dim() == 4 && can_pack(options.input_quantizer())) {
     const auto w = effective_weight();
     if (detail::records_graph(x, w, bias)) {
-      auto out = detail::conv_bn_saving_codes(x, w, at::IntArrayRef(options.stride()).vec(),
-                                              at::IntArrayRef(options.padding()).vec(),
-                                              at::IntArrayRef(options.dilation()).vec(),
-                                              options.groups(), options.input_quantizer(), bn);
+      auto out = detail::conv_bn_saving_codes(
+          x, w, at::IntArrayRef(options.stride()).vec(), at::IntArrayRef(options.padding()).vec(),
+          at::IntArrayRef(options.dilation()).vec(), options.groups(), options.input_quantizer(),
+          options.weight_quantizer(), bn);
       if (out.defined()) {
         report(this, x, w, out);
         return out;

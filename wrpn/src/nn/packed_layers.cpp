@@ -2,6 +2,7 @@
 
 #include <torch/autograd.h>
 #include <torch/torch.h>
+#include <wrpn/kernels/pack_kernels.h>
 #include <wrpn/nn/saved_codes.h>
 #include <wrpn/ops.h>
 
@@ -51,13 +52,42 @@ std::optional<PackedCodes> codes_of(const Tensor& x, const Quantizer& q) {
   return p;
 }
 
-void save_codes(AutogradContext* ctx, const PackedCodes& p) {
-  ctx->saved_data["codes"] = p.bytes;
-  ctx->saved_data["bits"] = p.bits;
-  ctx->saved_data["scale"] = p.scale;
-  ctx->saved_data["signed"] = p.is_signed;
-  ctx->saved_data["sizes"] = p.sizes;
-  ctx->saved_data["dtype"] = static_cast<int64_t>(p.dtype);
+void save_codes(AutogradContext* ctx, const PackedCodes& p, const std::string& key = "") {
+  ctx->saved_data[key + "codes"] = p.bytes;
+  ctx->saved_data[key + "bits"] = p.bits;
+  ctx->saved_data[key + "scale"] = p.scale;
+  ctx->saved_data[key + "signed"] = p.is_signed;
+  ctx->saved_data[key + "sizes"] = p.sizes;
+  ctx->saved_data[key + "dtype"] = static_cast<int64_t>(p.dtype);
+}
+
+PackedCodes load_codes(AutogradContext* ctx, const std::string& key) {
+  PackedCodes p;
+  p.bytes = ctx->saved_data[key + "codes"].toTensor();
+  p.bits = ctx->saved_data[key + "bits"].toInt();
+  p.scale = ctx->saved_data[key + "scale"].toDouble();
+  p.is_signed = ctx->saved_data[key + "signed"].toBool();
+  p.sizes = ctx->saved_data[key + "sizes"].toIntVector();
+  p.dtype = static_cast<at::ScalarType>(ctx->saved_data[key + "dtype"].toInt());
+  return p;
+}
+
+/// The quantized weight: saved as its codes when it has them (k bits instead of 32), else as
+/// the tensor itself.
+void save_weight(AutogradContext* ctx, const Tensor& w, const std::optional<PackedCodes>& codes,
+                 std::vector<Tensor> others) {
+  ctx->saved_data["w_packed"] = codes.has_value();
+  if (codes) {
+    save_codes(ctx, *codes, "w_");
+    others.insert(others.begin(), Tensor());
+  } else {
+    others.insert(others.begin(), w);
+  }
+  ctx->save_for_backward(others);
+}
+
+Tensor saved_weight(AutogradContext* ctx, const Tensor& saved) {
+  return ctx->saved_data["w_packed"].toBool() ? unpack_codes(load_codes(ctx, "w_")) : saved;
 }
 
 Tensor rebuilt_input(AutogradContext* ctx) {
@@ -65,24 +95,18 @@ Tensor rebuilt_input(AutogradContext* ctx) {
               "wrpn: a layer that saved its input as packed codes cannot be differentiated twice "
               "(create_graph); turn packing off with wrpn::nn::set_pack_saved_inputs(model, "
               "false) or --no-packed-activations");
-  PackedCodes p;
-  p.bytes = ctx->saved_data["codes"].toTensor();
-  p.bits = ctx->saved_data["bits"].toInt();
-  p.scale = ctx->saved_data["scale"].toDouble();
-  p.is_signed = ctx->saved_data["signed"].toBool();
-  p.sizes = ctx->saved_data["sizes"].toIntVector();
-  p.dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-  return unpack_codes(p);
+  return unpack_codes(load_codes(ctx, ""));
 }
 
 struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
   // The bias is optional: LibTorch's custom functions take no undefined tensor as an input.
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
                         const std::optional<Tensor>& b, const PackedCodes& codes,
+                        const std::optional<PackedCodes>& w_codes,
                         const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                         const std::vector<int64_t>& dilation, int64_t groups) {
     save_codes(ctx, codes);
-    ctx->save_for_backward({w});
+    save_weight(ctx, w, w_codes, {});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
@@ -94,7 +118,7 @@ struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Tensor x = rebuilt_input(ctx);
-    const Tensor w = ctx->get_saved_variables()[0];
+    const Tensor w = saved_weight(ctx, ctx->get_saved_variables()[0]);
     std::optional<std::vector<int64_t>> bias_sizes;
     if (ctx->saved_data["bias"].toBool()) bias_sizes = ctx->saved_data["bias_sizes"].toIntVector();
     const auto stride = ctx->saved_data["stride"].toIntVector();
@@ -107,7 +131,7 @@ struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
     auto [gx, gw, gb] = at::convolution_backward(
         grads[0], x, w, bias_sizes ? at::OptionalIntArrayRef(*bias_sizes) : std::nullopt, stride,
         padding, dilation, /*transposed=*/false, {0, 0}, ctx->saved_data["groups"].toInt(), mask);
-    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -158,10 +182,11 @@ struct BnState {
 struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& gamma,
                         const Tensor& beta, const PackedCodes& codes,
+                        const std::optional<PackedCodes>& w_codes,
                         const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
                         const std::vector<int64_t>& dilation, int64_t groups, const BnState& bn) {
     save_codes(ctx, codes);
-    ctx->save_for_backward({w, gamma});
+    save_weight(ctx, w, w_codes, {gamma});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
@@ -180,7 +205,8 @@ struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Tensor x = rebuilt_input(ctx);
     const auto saved = ctx->get_saved_variables();
-    const Tensor &w = saved[0], &gamma = saved[1];
+    const Tensor w = saved_weight(ctx, saved[0]);
+    const Tensor& gamma = saved[1];
     const auto stride = ctx->saved_data["stride"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
     const auto dilation = ctx->saved_data["dilation"].toIntVector();
@@ -195,14 +221,25 @@ struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
     auto [gx, gw, gb] = at::convolution_backward(
         gy, x, w, std::nullopt, stride, padding, dilation, false, {0, 0}, groups,
         {ctx->needs_input_grad(0), ctx->needs_input_grad(1), false});
-    return {gx, gw, ggamma, gbeta, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {gx,       gw,       ggamma,   gbeta,    Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 struct MaskedRelu : public torch::autograd::Function<MaskedRelu> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x) {
-    Tensor out = at::relu(x);
-    ctx->save_for_backward({wrpn::pack_mask(out > 0)});
+    Tensor out = at::relu(x).contiguous();
+    Tensor mask = torch::empty({(out.numel() + 7) / 8}, out.options().dtype(torch::kUInt8));
+    if (out.is_cuda()) {
+#ifdef WRPN_WITH_CUDA
+      kernels::pack_positive_cuda(out, mask.mutable_data_ptr<uint8_t>());
+#else
+      TORCH_CHECK(false, "this build of wrpn has no CUDA kernels");
+#endif
+    } else {
+      kernels::pack_positive_cpu(out, mask.mutable_data_ptr<uint8_t>());
+    }
+    ctx->save_for_backward({mask});
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -217,7 +254,7 @@ Tensor relu_saving_mask(const Tensor& x) { return MaskedRelu::apply(x); }
 
 Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, std::vector<int64_t> stride,
                             std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                            int64_t groups, const Quantizer& input,
+                            int64_t groups, const Quantizer& input, const Quantizer& weight,
                             torch::nn::BatchNorm2dImpl& bn) {
   const auto& o = bn.options;
   if (!bn.is_training() || !o.affine() || !o.track_running_stats() || !o.momentum().has_value()) {
@@ -231,8 +268,9 @@ Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, std::vector<int64_
     bn.num_batches_tracked += 1;
   }
   const BnState state{bn.running_mean, bn.running_var, *o.momentum(), o.eps()};
-  return ConvBnRecompute::apply(x, w, bn.weight, bn.bias, *codes, stride, padding, dilation, groups,
-                                state);
+  return ConvBnRecompute::apply(x, w, bn.weight, bn.bias, *codes,
+                                pack_codes(w, weight, LayerRole::kWeight), stride, padding,
+                                dilation, groups, state);
 }
 
 bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -242,11 +280,13 @@ bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
 
 Tensor conv2d_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,
                            std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation, int64_t groups, const Quantizer& input) {
+                           std::vector<int64_t> dilation, int64_t groups, const Quantizer& input,
+                           const Quantizer& weight) {
   const auto codes = codes_of(x, input);
   if (!codes) return {};
   return CodesConv2d::apply(x, w, b.defined() ? std::optional<Tensor>(b) : std::nullopt, *codes,
-                            stride, padding, dilation, groups);
+                            pack_codes(w, weight, LayerRole::kWeight), stride, padding, dilation,
+                            groups);
 }
 
 Tensor linear_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,

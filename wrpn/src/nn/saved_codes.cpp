@@ -10,9 +10,15 @@ namespace wrpn {
 namespace nn {
 namespace {
 
-std::optional<kernels::CodeFormat> code_format(const Quantizer& q) {
+std::optional<kernels::CodeFormat> code_format(const Quantizer& q, LayerRole role) {
   switch (q.kind()) {
     case Quantizer::Kind::kWrpn:
+      if (role == LayerRole::kWeight) {
+        // round(clamp(w, -1, 1) * s) / s, s = 2^(k-1) - 1; binary weights (k = 1) are +-mean|w|.
+        if (q.bits < 2 || q.bits > 16) return std::nullopt;
+        return kernels::CodeFormat{static_cast<int>(q.bits),
+                                   static_cast<float>((int64_t{1} << (q.bits - 1)) - 1), true};
+      }
       if (q.bits >= 1 && q.bits <= 16) {
         return kernels::CodeFormat{static_cast<int>(q.bits),
                                    static_cast<float>((int64_t{1} << q.bits) - 1), false};
@@ -44,10 +50,10 @@ int64_t PackedCodes::numel() const {
   return n;
 }
 
-bool can_pack(const Quantizer& q) { return code_format(q).has_value(); }
+bool can_pack(const Quantizer& q, LayerRole role) { return code_format(q, role).has_value(); }
 
-std::optional<PackedCodes> pack_codes(const torch::Tensor& x, const Quantizer& q) {
-  const auto f = code_format(q);
+std::optional<PackedCodes> pack_codes(const torch::Tensor& x, const Quantizer& q, LayerRole role) {
+  const auto f = code_format(q, role);
   if (!f || !x.defined()) return std::nullopt;
   const auto dt = x.scalar_type();
   TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,

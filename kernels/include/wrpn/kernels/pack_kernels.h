@@ -18,7 +18,12 @@ bool pack_codes_cpu(const at::Tensor& x, const CodeFormat& f, uint8_t* out);
 /// out (contiguous, its dtype) = code / scale from the packed bytes.
 void unpack_codes_cpu(const uint8_t* in, const CodeFormat& f, const at::Tensor& out);
 
+/// The 1-bit mask of x > 0 (bit i of the stream: element i), ceil(numel / 8) bytes: the format
+/// of the quantizers' straight-through masks.
+void pack_positive_cpu(const at::Tensor& x, uint8_t* out);
+
 #ifdef WRPN_WITH_CUDA
+void pack_positive_cuda(const at::Tensor& x, uint8_t* out);
 /// The same on a CUDA tensor, without the exactness check (the caller packs only a quantizer's
 /// own output).
 void pack_codes_cuda(const at::Tensor& x, const CodeFormat& f, uint8_t* out);

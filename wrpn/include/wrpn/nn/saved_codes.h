@@ -33,13 +33,16 @@ struct PackedCodes {
 };
 
 /// Whether `q`'s outputs can be saved as codes: WRPN at 1..16 bits, fixed point up to 16 bits.
-bool can_pack(const Quantizer& q);
+/// In the weight role: WRPN at 2..16 bits (signed codes, s = 2^(k-1) - 1), fixed point up to 16.
+bool can_pack(const Quantizer& q, LayerRole role = LayerRole::kActivation);
 
 /// The codes of `x`, an output of `q` (any shape, float/double/half/bfloat16, CPU or CUDA).
 /// nullopt when `q` cannot pack or, on the CPU, when some element of `x` is not exactly on
 /// q's grid (checked in the same pass): such a tensor is saved as it is. On CUDA the grid is
 /// not checked: pack only a quantizer's own output.
-std::optional<PackedCodes> pack_codes(const torch::Tensor& x, const Quantizer& q);
+/// `role` kWeight packs a weight quantizer's output (the convs save their quantized weight so).
+std::optional<PackedCodes> pack_codes(const torch::Tensor& x, const Quantizer& q,
+                                      LayerRole role = LayerRole::kActivation);
 
 /// The tensor `p` was packed from, bit for bit (contiguous).
 torch::Tensor unpack_codes(const PackedCodes& p);
