@@ -40,23 +40,29 @@ bits_t<T> bits_of(T v) {
 /// One chunk of m <= 64 elements: codes into c, whether every element was on the grid.
 /// Branch-free: an out-of-range or NaN value selects a bound, whose rebuilt value then differs.
 template <typename T>
-bool chunk_codes(const T* x, int m, acc_t<T> s, int32_t lo, int32_t hi, uint32_t* c,
-                 uint32_t mask) {
+bool chunk_codes(const T* x, int m, acc_t<T> s, int32_t lo, int32_t hi, uint32_t* c, uint32_t mask,
+                 bool is_signed) {
   using A = acc_t<T>;
   using B = bits_t<T>;
-  const A flo = static_cast<A>(lo), fhi = static_cast<A>(hi);
+  // Signed formats keep their most negative code, unused by the symmetric grids, for -0.0 (a
+  // weight quantizer gives -0.0 to small negative weights).
+  const int32_t vlo = is_signed ? lo + 1 : lo;
+  const A flo = static_cast<A>(vlo), fhi = static_cast<A>(hi);
+  const B sign = B{1} << (8 * sizeof(T) - 1);
   B bad = 0;
   for (int j = 0; j < m; ++j) {
     const A v = static_cast<A>(x[j]);
     A r = (v * s + kRoundMagic<A>)-kRoundMagic<A>;
-    r = r > flo ? r : flo;  // NaN selects lo
+    r = r > flo ? r : flo;  // NaN selects the bound
     r = r < fhi ? r : fhi;
     const T back = static_cast<T>(r / s);
     B bb, bx;
     std::memcpy(&bb, &back, sizeof(T));
     std::memcpy(&bx, &x[j], sizeof(T));
-    bad |= bb ^ bx;
-    c[j] = static_cast<uint32_t>(static_cast<int32_t>(r)) & mask;
+    const bool neg_zero = is_signed && bx == sign;
+    bad |= neg_zero ? B{0} : (bb ^ bx);
+    const int32_t code = neg_zero ? lo : static_cast<int32_t>(r);
+    c[j] = static_cast<uint32_t>(code) & mask;
   }
   for (int j = m; j < kChunk; ++j) c[j] = 0;
   return bad == 0;
@@ -145,7 +151,7 @@ bool pack_codes_cpu(const at::Tensor& x, const CodeFormat& f, uint8_t* out) {
       for (int64_t ch = c0; ch < c1 && ok; ++ch) {
         const int64_t i0 = ch * kChunk;
         const int m = static_cast<int>(std::min<int64_t>(kChunk, n - i0));
-        ok = chunk_codes(px + i0, m, s, lo, hi, c, mask);
+        ok = chunk_codes(px + i0, m, s, lo, hi, c, mask, f.is_signed);
         const int64_t at = i0 / 8 * k;
         pack_chunk(c, m, k, out + at, total - at);
       }
@@ -199,8 +205,10 @@ void unpack_codes_cpu(const uint8_t* in, const CodeFormat& f, const at::Tensor& 
             const int64_t at = i0 / 8 * k;
             unpack_chunk(in + at, m, k, c, total - at);
             if (f.is_signed) {
+              const int32_t lo = -(1 << (f.bits - 1));  // -0.0 (see chunk_codes)
               for (int j = 0; j < m; ++j) {
-                po[i0 + j] = static_cast<scalar_t>(static_cast<A>(code_value(c[j], f)) / s);
+                const int32_t v = code_value(c[j], f);
+                po[i0 + j] = static_cast<scalar_t>(v == lo ? -A(0) : static_cast<A>(v) / s);
               }
             } else {
               for (int j = 0; j < m; ++j) {

@@ -28,8 +28,11 @@ __global__ void pack_kernel(const T* x, int64_t n, CodeFormat f, uint8_t* out) {
     const int64_t i0 = b * 8;
     const int m = static_cast<int>(n - i0 < 8 ? n - i0 : 8);
     for (int j = 0; j < m; ++j) {
-      const A r = rint(static_cast<A>(x[i0 + j]) * static_cast<A>(f.scale));
-      c[j] = stored_code(static_cast<int32_t>(r), f);
+      const A v = static_cast<A>(x[i0 + j]);
+      const A r = rint(v * static_cast<A>(f.scale));
+      // Signed formats code -0.0 as their most negative value (as on the CPU).
+      const bool neg_zero = f.is_signed && v == A(0) && signbit(v);
+      c[j] = stored_code(neg_zero ? -(1 << (f.bits - 1)) : static_cast<int32_t>(r), f);
     }
     const int64_t left = total - b * f.bits;
     pack_block8(c, f.bits, out + b * f.bits, static_cast<int>(left < f.bits ? left : f.bits));
@@ -49,7 +52,9 @@ __global__ void unpack_kernel(const uint8_t* in, int64_t n, CodeFormat f, T* out
     const int64_t i0 = b * 8;
     const int m = static_cast<int>(n - i0 < 8 ? n - i0 : 8);
     for (int j = 0; j < m; ++j) {
-      out[i0 + j] = static_cast<T>(static_cast<A>(code_value(c[j], f)) / static_cast<A>(f.scale));
+      const int32_t v = code_value(c[j], f);
+      const bool neg_zero = f.is_signed && v == -(1 << (f.bits - 1));
+      out[i0 + j] = static_cast<T>(neg_zero ? -A(0) : static_cast<A>(v) / static_cast<A>(f.scale));
     }
   }
 }

@@ -61,7 +61,8 @@ WRPN_PACK_HD void unpack_block8(const uint8_t* in, int k, int nbytes, uint32_t* 
 }
 
 /// How a quantizer's output maps to its integer code: code = round(x * scale), stored in `bits`
-/// bits (two's complement when `is_signed`); x = code / scale, the true division.
+/// bits (two's complement when `is_signed`); x = code / scale, the true division. A signed
+/// format's most negative code (outside its symmetric grid) stands for -0.0.
 struct CodeFormat {
   int bits = 0;
   float scale = 1.0f;
