@@ -333,3 +333,36 @@ TEST_CASE("recomputing the BatchNorm input from the codes: the same steps, less 
     CHECK(rec.held < plain.held);
   }
 }
+
+TEST_CASE("packed codes on CUDA: the CPU's bytes, the same rebuilt tensor and gradients",
+          "[cuda][codes]") {
+  if (!torch::cuda::is_available()) {
+    WARN("WRPN_SKIP: no CUDA device");
+    return;
+  }
+  for (int64_t k = 1; k <= 16; ++k) {
+    for (const int64_t n : {1, 9, 1000, 100003}) {
+      INFO("k " << k << " n " << n);
+      const auto x = activation({n}, k);
+      const auto cpu = pack_codes(x, Quantizer::wrpn(k));
+      const auto gpu = pack_codes(x.cuda(), Quantizer::wrpn(k));
+      REQUIRE(cpu.has_value());
+      REQUIRE(gpu.has_value());
+      CHECK(torch::equal(cpu->bytes, gpu->bytes.cpu()));
+      CHECK(same_bits(unpack_codes(*gpu).cpu(), x));
+    }
+  }
+  // A packed conv step on CUDA against the same step on the CPU.
+  torch::manual_seed(4);
+  auto c = wrpn::nn::QuantConv2d(wrpn::nn::QuantConv2dOptions(3, 5, 3).padding(1).input_bits(4));
+  const auto leaf = torch::randn({2, 3, 6, 6});
+  std::vector<torch::Tensor> grads[2];
+  for (const bool cuda : {false, true}) {
+    auto m = std::dynamic_pointer_cast<wrpn::nn::QuantConv2dImpl>(c->clone());
+    if (cuda) m->to(torch::kCUDA);
+    auto l = (cuda ? leaf.cuda() : leaf).requires_grad_(true);
+    m->forward(wrpn::quantize_activation(l, 4)).sum().backward();
+    grads[cuda] = {l.grad().cpu(), m->weight.grad().cpu()};
+  }
+  for (size_t i = 0; i < 2; ++i) CHECK(torch::allclose(grads[0][i], grads[1][i], 1e-4, 1e-5));
+}
