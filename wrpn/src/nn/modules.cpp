@@ -268,40 +268,52 @@ torch::Tensor QuantConv2dImpl::effective_weight() const {
   return options.weight_quantizer().quantize_weight(weight, is_training());
 }
 
-torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
-  const auto w = effective_weight();
+namespace {
+
+detail::ConvArgs conv_args(const QuantConv2dOptions& o) {
+  return {at::IntArrayRef(o.stride()).vec(), at::IntArrayRef(o.padding()).vec(),
+          at::IntArrayRef(o.dilation()).vec(), o.groups()};
+}
+
+/// Whether this forward may save x as codes: packing on, a 4-D input from a packable quantizer,
+/// and a graph being recorded.
+bool packs_input(const QuantConv2dImpl& m, const torch::Tensor& x, const torch::Tensor& w) {
+  return m.options.pack_saved_input() && x.dim() == 4 && can_pack(m.options.input_quantizer()) &&
+         detail::records_graph(x, w, m.bias);
+}
+
+/// conv2d(x, w, bias) of `m` with its quantized weight `w`, saving codes where it can.
+torch::Tensor conv_out(QuantConv2dImpl& m, const torch::Tensor& x, const torch::Tensor& w) {
+  const auto& o = m.options;
   torch::Tensor out;
-  if (options.pack_saved_input() && x.dim() == 4 && can_pack(options.input_quantizer()) &&
-      detail::records_graph(x, w, bias)) {
-    out = detail::conv2d_saving_codes(x, w, bias, at::IntArrayRef(options.stride()).vec(),
-                                      at::IntArrayRef(options.padding()).vec(),
-                                      at::IntArrayRef(options.dilation()).vec(), options.groups(),
-                                      options.input_quantizer(), options.weight_quantizer());
+  if (packs_input(m, x, w)) {
+    out = detail::conv2d_saving_codes(x, w, m.bias, conv_args(o), o.input_quantizer(),
+                                      o.weight_quantizer());
   }
   if (!out.defined()) {
-    out = torch::conv2d(x, w, bias, options.stride(), options.padding(), options.dilation(),
-                        options.groups());
+    out = torch::conv2d(x, w, m.bias, o.stride(), o.padding(), o.dilation(), o.groups());
   }
-  report(this, x, w, out);
+  report(&m, x, w, out);
   return out;
 }
 
+}  // namespace
+
+torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
+  return conv_out(*this, x, effective_weight());
+}
+
 torch::Tensor QuantConv2dImpl::forward_bn(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn) {
-  if (options.recompute_bn_input() && options.pack_saved_input() && !bias.defined() &&
-      x.dim() == 4 && can_pack(options.input_quantizer())) {
-    const auto w = effective_weight();
-    if (detail::records_graph(x, w, bias)) {
-      auto out = detail::conv_bn_saving_codes(
-          x, w, at::IntArrayRef(options.stride()).vec(), at::IntArrayRef(options.padding()).vec(),
-          at::IntArrayRef(options.dilation()).vec(), options.groups(), options.input_quantizer(),
-          options.weight_quantizer(), bn);
-      if (out.defined()) {
-        report(this, x, w, out);
-        return out;
-      }
+  const auto w = effective_weight();
+  if (options.recompute_bn_input() && !bias.defined() && packs_input(*this, x, w)) {
+    auto out = detail::conv_bn_saving_codes(x, w, conv_args(options), options.input_quantizer(),
+                                            options.weight_quantizer(), bn);
+    if (out.defined()) {
+      report(this, x, w, out);
+      return out;
     }
   }
-  return bn.forward(forward(x));
+  return bn.forward(conv_out(*this, x, w));
 }
 
 // ---- QuantLinear ----

@@ -90,6 +90,32 @@ Tensor saved_weight(AutogradContext* ctx, const Tensor& saved) {
   return ctx->saved_data["w_packed"].toBool() ? unpack_codes(load_codes(ctx, "w_")) : saved;
 }
 
+void save_conv(AutogradContext* ctx, const ConvArgs& c) {
+  ctx->saved_data["stride"] = c.stride;
+  ctx->saved_data["padding"] = c.padding;
+  ctx->saved_data["dilation"] = c.dilation;
+  ctx->saved_data["groups"] = c.groups;
+}
+
+ConvArgs load_conv(AutogradContext* ctx) {
+  return {ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
+          ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
+}
+
+Tensor conv_forward(const Tensor& x, const Tensor& w, const Tensor& b, const ConvArgs& c) {
+  return at::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups);
+}
+
+/// at::convolution_backward as autograd's own convolution node calls it.
+std::tuple<Tensor, Tensor, Tensor> conv_backward(const Tensor& grad, const Tensor& x,
+                                                 const Tensor& w,
+                                                 const std::optional<std::vector<int64_t>>& bias,
+                                                 const ConvArgs& c, std::array<bool, 3> mask) {
+  return at::convolution_backward(grad, x, w, bias ? at::OptionalIntArrayRef(*bias) : std::nullopt,
+                                  c.stride, c.padding, c.dilation, /*transposed=*/false, {0, 0},
+                                  c.groups, mask);
+}
+
 Tensor rebuilt_input(AutogradContext* ctx) {
   TORCH_CHECK(!torch::GradMode::is_enabled(),
               "wrpn: a layer that saved its input as packed codes cannot be differentiated twice "
@@ -102,18 +128,13 @@ struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
   // The bias is optional: LibTorch's custom functions take no undefined tensor as an input.
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w,
                         const std::optional<Tensor>& b, const PackedCodes& codes,
-                        const std::optional<PackedCodes>& w_codes,
-                        const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                        const std::vector<int64_t>& dilation, int64_t groups) {
+                        const std::optional<PackedCodes>& w_codes, const ConvArgs& conv) {
     save_codes(ctx, codes);
     save_weight(ctx, w, w_codes, {});
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
+    save_conv(ctx, conv);
     ctx->saved_data["bias"] = b.has_value();
     if (b) ctx->saved_data["bias_sizes"] = b->sizes().vec();
-    return at::conv2d(x, w, b ? *b : Tensor(), stride, padding, dilation, groups);
+    return conv_forward(x, w, b ? *b : Tensor(), conv);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -121,17 +142,11 @@ struct CodesConv2d : public torch::autograd::Function<CodesConv2d> {
     const Tensor w = saved_weight(ctx, ctx->get_saved_variables()[0]);
     std::optional<std::vector<int64_t>> bias_sizes;
     if (ctx->saved_data["bias"].toBool()) bias_sizes = ctx->saved_data["bias_sizes"].toIntVector();
-    const auto stride = ctx->saved_data["stride"].toIntVector();
-    const auto padding = ctx->saved_data["padding"].toIntVector();
-    const auto dilation = ctx->saved_data["dilation"].toIntVector();
     // needs_input_grad counts the tensor inputs given: there is no index 2 without a bias.
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       bias_sizes.has_value() && ctx->needs_input_grad(2)};
-    // The call autograd's own convolution node makes, on the same (rebuilt) tensors.
-    auto [gx, gw, gb] = at::convolution_backward(
-        grads[0], x, w, bias_sizes ? at::OptionalIntArrayRef(*bias_sizes) : std::nullopt, stride,
-        padding, dilation, /*transposed=*/false, {0, 0}, ctx->saved_data["groups"].toInt(), mask);
-    return {gx, gw, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    auto [gx, gw, gb] = conv_backward(grads[0], x, w, bias_sizes, load_conv(ctx), mask);
+    return {gx, gw, gb, Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -182,19 +197,15 @@ struct BnState {
 struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const Tensor& gamma,
                         const Tensor& beta, const PackedCodes& codes,
-                        const std::optional<PackedCodes>& w_codes,
-                        const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                        const std::vector<int64_t>& dilation, int64_t groups, const BnState& bn) {
+                        const std::optional<PackedCodes>& w_codes, const ConvArgs& conv,
+                        const BnState& bn) {
     save_codes(ctx, codes);
     save_weight(ctx, w, w_codes, {gamma});
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
+    save_conv(ctx, conv);
     ctx->saved_data["eps"] = bn.eps;
     ctx->saved_data["running_mean"] = bn.running_mean;
     ctx->saved_data["running_var"] = bn.running_var;
-    const Tensor y = at::conv2d(x, w, Tensor(), stride, padding, dilation, groups);
+    const Tensor y = conv_forward(x, w, Tensor(), conv);
     auto [out, mean, invstd] = at::native_batch_norm(y, gamma, beta, bn.running_mean,
                                                      bn.running_var, true, bn.momentum, bn.eps);
     ctx->saved_data["mean"] = mean;
@@ -207,22 +218,17 @@ struct ConvBnRecompute : public torch::autograd::Function<ConvBnRecompute> {
     const auto saved = ctx->get_saved_variables();
     const Tensor w = saved_weight(ctx, saved[0]);
     const Tensor& gamma = saved[1];
-    const auto stride = ctx->saved_data["stride"].toIntVector();
-    const auto padding = ctx->saved_data["padding"].toIntVector();
-    const auto dilation = ctx->saved_data["dilation"].toIntVector();
-    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const ConvArgs conv = load_conv(ctx);
     // The conv output, recomputed bit for bit from the rebuilt input.
-    const Tensor y = at::conv2d(x, w, Tensor(), stride, padding, dilation, groups);
+    const Tensor y = conv_forward(x, w, Tensor(), conv);
     auto [gy, ggamma, gbeta] = at::native_batch_norm_backward(
         grads[0], y, gamma, ctx->saved_data["running_mean"].toTensor(),
         ctx->saved_data["running_var"].toTensor(), ctx->saved_data["mean"].toTensor(),
         ctx->saved_data["invstd"].toTensor(), true, ctx->saved_data["eps"].toDouble(),
         {true, ctx->needs_input_grad(2), ctx->needs_input_grad(3)});
-    auto [gx, gw, gb] = at::convolution_backward(
-        gy, x, w, std::nullopt, stride, padding, dilation, false, {0, 0}, groups,
-        {ctx->needs_input_grad(0), ctx->needs_input_grad(1), false});
-    return {gx,       gw,       ggamma,   gbeta,    Tensor(), Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    auto [gx, gw, gb] = conv_backward(gy, x, w, std::nullopt, conv,
+                                      {ctx->needs_input_grad(0), ctx->needs_input_grad(1), false});
+    return {gx, gw, ggamma, gbeta, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -252,9 +258,8 @@ struct MaskedRelu : public torch::autograd::Function<MaskedRelu> {
 
 Tensor relu_saving_mask(const Tensor& x) { return MaskedRelu::apply(x); }
 
-Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, std::vector<int64_t> stride,
-                            std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                            int64_t groups, const Quantizer& input, const Quantizer& weight,
+Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, const ConvArgs& conv,
+                            const Quantizer& input, const Quantizer& weight,
                             torch::nn::BatchNorm2dImpl& bn) {
   const auto& o = bn.options;
   if (!bn.is_training() || !o.affine() || !o.track_running_stats() || !o.momentum().has_value()) {
@@ -269,8 +274,7 @@ Tensor conv_bn_saving_codes(const Tensor& x, const Tensor& w, std::vector<int64_
   }
   const BnState state{bn.running_mean, bn.running_var, *o.momentum(), o.eps()};
   return ConvBnRecompute::apply(x, w, bn.weight, bn.bias, *codes,
-                                pack_codes(w, weight, LayerRole::kWeight), stride, padding,
-                                dilation, groups, state);
+                                pack_codes(w, weight, LayerRole::kWeight), conv, state);
 }
 
 bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -278,15 +282,12 @@ bool records_graph(const Tensor& x, const Tensor& w, const Tensor& b) {
          (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
 }
 
-Tensor conv2d_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,
-                           std::vector<int64_t> stride, std::vector<int64_t> padding,
-                           std::vector<int64_t> dilation, int64_t groups, const Quantizer& input,
-                           const Quantizer& weight) {
+Tensor conv2d_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b, const ConvArgs& conv,
+                           const Quantizer& input, const Quantizer& weight) {
   const auto codes = codes_of(x, input);
   if (!codes) return {};
   return CodesConv2d::apply(x, w, b.defined() ? std::optional<Tensor>(b) : std::nullopt, *codes,
-                            pack_codes(w, weight, LayerRole::kWeight), stride, padding, dilation,
-                            groups);
+                            pack_codes(w, weight, LayerRole::kWeight), conv);
 }
 
 Tensor linear_saving_codes(const Tensor& x, const Tensor& w, const Tensor& b,

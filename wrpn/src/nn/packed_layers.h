@@ -10,6 +10,12 @@
 
 namespace wrpn::nn::detail {
 
+/// A conv's geometry, as at::conv2d takes it.
+struct ConvArgs {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
+};
+
 /// Whether a forward of these tensors records a graph that would save the input.
 bool records_graph(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 
@@ -17,18 +23,15 @@ bool records_graph(const torch::Tensor& x, const torch::Tensor& w, const torch::
 /// `weight`, as its codes when it has them); undefined when x cannot be
 /// packed (then the caller runs the plain conv). x is 4-D.
 torch::Tensor conv2d_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
-                                  const torch::Tensor& b, std::vector<int64_t> stride,
-                                  std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                                  int64_t groups, const Quantizer& input, const Quantizer& weight);
+                                  const torch::Tensor& b, const ConvArgs& conv,
+                                  const Quantizer& input, const Quantizer& weight);
 
 /// bn(conv2d(x, w)) in training mode whose node saves x as codes of `input` and not the conv
 /// output: the backward recomputes it (one extra conv forward). Undefined when x cannot be
 /// packed. The BatchNorm's running statistics are updated as its own forward does.
 torch::Tensor conv_bn_saving_codes(const torch::Tensor& x, const torch::Tensor& w,
-                                   std::vector<int64_t> stride, std::vector<int64_t> padding,
-                                   std::vector<int64_t> dilation, int64_t groups,
-                                   const Quantizer& input, const Quantizer& weight,
-                                   torch::nn::BatchNorm2dImpl& bn);
+                                   const ConvArgs& conv, const Quantizer& input,
+                                   const Quantizer& weight, torch::nn::BatchNorm2dImpl& bn);
 
 /// relu(x) whose node saves a 1-bit mask of out > 0 rather than out.
 torch::Tensor relu_saving_mask(const torch::Tensor& x);
