@@ -27,12 +27,11 @@ ResNetArch resnet_arch(const std::string& name) {
   return {};
 }
 
-namespace {
-
 using nn::QuantConv2d;
 using nn::QuantConv2dOptions;
 using nn::QuantReLU;
 
+namespace detail {
 /// How one residual block is built.
 struct BlockArgs {
   std::string name;  // e.g. "layer2.0", for precision overrides
@@ -45,108 +44,92 @@ struct BlockArgs {
   nn::Quantizer stream;  // the quantizer of the block input
   bool last = false;     // the block that feeds the classifier
 };
+}  // namespace detail
 
-/// BasicBlock / Bottleneck with torchvision's module names (stride on the 3x3 conv).
-class ResidualBlockImpl : public torch::nn::Module {
- public:
-  ResidualBlockImpl(const BlockArgs& a, const PrecisionConfig& p, nn::WeightInit init,
-                    detail::QuantizerResolver& quantizers) {
-    const std::string prefix = a.name + ".";
-    nn::Quantizer conv_in = a.stream;
-    if (!p.quantized_residual) {
-      act_in = register_module("act_in",
-                               QuantReLU(quantizers.activation(prefix + "act_in", p.act_bits)));
-      conv_in = act_in->options.quantizer();
-    }
-    auto conv = [&](const std::string& n, int64_t in, int64_t out, int64_t k, int64_t stride,
-                    const nn::Quantizer& input) {
-      return QuantConv2d(QuantConv2dOptions(in, out, k)
-                             .stride(stride)
-                             .padding(k / 2)
-                             .bias(false)
-                             .weight_quantizer(quantizers.weight(prefix + n, p.weight_bits))
-                             .input_quantizer(input)
-                             .init(init));
-    };
-    auto act = [&](const std::string& n) {
-      return register_module(n, QuantReLU(quantizers.activation(prefix + n, p.act_bits)));
-    };
-    if (a.bottleneck) {
-      conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in));
-      bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
-      act1 = act("act1");
-      conv2 = register_module(
-          "conv2", conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.quantizer()));
-      bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
-      act2 = act("act2");
-      conv3 = register_module(
-          "conv3", conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.quantizer()));
-      bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
-    } else {
-      conv1 =
-          register_module("conv1", conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in));
-      bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
-      act1 = act("act1");
-      conv2 = register_module(
-          "conv2", conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.quantizer()));
-      bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
-    }
-    if (a.stride != 1 || a.in_channels != a.out_channels) {
-      if (a.cifar) {
-        pad_lo_ = (a.out_channels - a.in_channels) / 2;
-        pad_hi_ = a.out_channels - a.in_channels - pad_lo_;
-        TORCH_CHECK(pad_lo_ >= 0 && pad_hi_ >= 0, a.name, ": a zero-padding shortcut cannot go ",
-                    "from ", a.in_channels, " to ", a.out_channels, " channels");
-        subsample_ = a.stride;
-      } else {
-        downsample = register_module(
-            "downsample", torch::nn::Sequential(conv("downsample.0", a.in_channels, a.out_channels,
-                                                     1, a.stride, conv_in),
-                                                torch::nn::BatchNorm2d(a.out_channels)));
-      }
-    }
-    const int64_t out_default = a.last ? (p.fp32_last_layer ? kFullPrecisionBits : p.act_bits)
-                                       : (p.quantized_residual ? p.act_bits : kFullPrecisionBits);
-    act_out = register_module("act_out",
-                              QuantReLU(quantizers.activation(prefix + "act_out", out_default)));
-    // An fp32 block output that only quantizers read (the next block's act_in, or the head's
-    // pooling when the last layer is quantized) needs no float copy for its ReLU's backward.
-    act_out->options.save_mask(!p.quantized_residual && p.act_bits < kFullPrecisionBits);
+ResidualBlockImpl::ResidualBlockImpl(const detail::BlockArgs& a, const PrecisionConfig& p,
+                                     nn::WeightInit init, detail::QuantizerResolver& quantizers) {
+  const std::string prefix = a.name + ".";
+  nn::Quantizer conv_in = a.stream;
+  if (!p.quantized_residual) {
+    act_in =
+        register_module("act_in", QuantReLU(quantizers.activation(prefix + "act_in", p.act_bits)));
+    conv_in = act_in->options.quantizer();
   }
-
-  torch::Tensor forward(torch::Tensor x) {
-    const torch::Tensor xq = act_in ? act_in(x) : x;
-    torch::Tensor out = act1(conv1->forward_bn(xq, *bn1));
-    if (conv3) {
-      out = conv3->forward_bn(act2(conv2->forward_bn(out, *bn2)), *bn3);
-    } else {
-      out = conv2->forward_bn(out, *bn2);
-    }
-    torch::Tensor shortcut = x;
-    if (downsample) {
-      shortcut = downsample->forward(xq);
-    } else if (subsample_ > 1 || pad_lo_ > 0 || pad_hi_ > 0) {
-      using torch::indexing::None;
-      using torch::indexing::Slice;
-      shortcut =
-          x.index({Slice(), Slice(), Slice(None, None, subsample_), Slice(None, None, subsample_)});
-      shortcut = torch::constant_pad_nd(shortcut, {0, 0, 0, 0, pad_lo_, pad_hi_});
-    }
-    return act_out(out + shortcut);
+  auto conv = [&](const std::string& n, int64_t in, int64_t out, int64_t k, int64_t stride,
+                  const nn::Quantizer& input) {
+    return QuantConv2d(QuantConv2dOptions(in, out, k)
+                           .stride(stride)
+                           .padding(k / 2)
+                           .bias(false)
+                           .weight_quantizer(quantizers.weight(prefix + n, p.weight_bits))
+                           .input_quantizer(input)
+                           .init(init));
+  };
+  auto act = [&](const std::string& n) {
+    return register_module(n, QuantReLU(quantizers.activation(prefix + n, p.act_bits)));
+  };
+  if (a.bottleneck) {
+    conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 1, 1, conv_in));
+    bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
+    act1 = act("act1");
+    conv2 = register_module(
+        "conv2", conv("conv2", a.planes, a.planes, 3, a.stride, act1->options.quantizer()));
+    bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.planes));
+    act2 = act("act2");
+    conv3 = register_module(
+        "conv3", conv("conv3", a.planes, a.out_channels, 1, 1, act2->options.quantizer()));
+    bn3 = register_module("bn3", torch::nn::BatchNorm2d(a.out_channels));
+  } else {
+    conv1 = register_module("conv1", conv("conv1", a.in_channels, a.planes, 3, a.stride, conv_in));
+    bn1 = register_module("bn1", torch::nn::BatchNorm2d(a.planes));
+    act1 = act("act1");
+    conv2 = register_module(
+        "conv2", conv("conv2", a.planes, a.out_channels, 3, 1, act1->options.quantizer()));
+    bn2 = register_module("bn2", torch::nn::BatchNorm2d(a.out_channels));
   }
+  if (a.stride != 1 || a.in_channels != a.out_channels) {
+    if (a.cifar) {
+      pad_lo_ = (a.out_channels - a.in_channels) / 2;
+      pad_hi_ = a.out_channels - a.in_channels - pad_lo_;
+      TORCH_CHECK(pad_lo_ >= 0 && pad_hi_ >= 0, a.name, ": a zero-padding shortcut cannot go ",
+                  "from ", a.in_channels, " to ", a.out_channels, " channels");
+      subsample_ = a.stride;
+    } else {
+      downsample = register_module(
+          "downsample", torch::nn::Sequential(conv("downsample.0", a.in_channels, a.out_channels, 1,
+                                                   a.stride, conv_in),
+                                              torch::nn::BatchNorm2d(a.out_channels)));
+    }
+  }
+  const int64_t out_default = a.last ? (p.fp32_last_layer ? kFullPrecisionBits : p.act_bits)
+                                     : (p.quantized_residual ? p.act_bits : kFullPrecisionBits);
+  act_out =
+      register_module("act_out", QuantReLU(quantizers.activation(prefix + "act_out", out_default)));
+  // An fp32 block output that only quantizers read (the next block's act_in, or the head's
+  // pooling when the last layer is quantized) needs no float copy for its ReLU's backward.
+  act_out->options.save_mask(!p.quantized_residual && p.act_bits < kFullPrecisionBits);
+}
 
-  const nn::Quantizer& out_quantizer() const { return act_out->options.quantizer(); }
-
- private:
-  QuantReLU act_in{nullptr}, act1{nullptr}, act2{nullptr}, act_out{nullptr};
-  QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  torch::nn::Sequential downsample{nullptr};
-  int64_t subsample_ = 1, pad_lo_ = 0, pad_hi_ = 0;
-};
-TORCH_MODULE(ResidualBlock);
-
-}  // namespace
+torch::Tensor ResidualBlockImpl::forward(torch::Tensor x) {
+  const torch::Tensor xq = act_in ? act_in(x) : x;
+  torch::Tensor out = act1(conv1->forward_bn(xq, *bn1));
+  if (conv3) {
+    out = conv3->forward_bn(act2(conv2->forward_bn(out, *bn2)), *bn3);
+  } else {
+    out = conv2->forward_bn(out, *bn2);
+  }
+  torch::Tensor shortcut = x;
+  if (downsample) {
+    shortcut = downsample->forward(xq);
+  } else if (subsample_ > 1 || pad_lo_ > 0 || pad_hi_ > 0) {
+    using torch::indexing::None;
+    using torch::indexing::Slice;
+    shortcut =
+        x.index({Slice(), Slice(), Slice(None, None, subsample_), Slice(None, None, subsample_)});
+    shortcut = torch::constant_pad_nd(shortcut, {0, 0, 0, 0, pad_lo_, pad_hi_});
+  }
+  return act_out(out + shortcut);
+}
 
 ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
     : ClassifierImpl(std::move(spec)), arch_(std::move(arch)) {
@@ -189,7 +172,7 @@ ResNetImpl::ResNetImpl(ModelSpec spec, ResNetArch arch)
   for (size_t s = 0; s < base.size(); ++s) {
     torch::nn::Sequential stage;
     for (int64_t b = 0; b < arch_.blocks[s]; ++b) {
-      BlockArgs a;
+      detail::BlockArgs a;
       a.name = "layer" + std::to_string(s + 1) + "." + std::to_string(b);
       a.bottleneck = bottleneck;
       a.cifar = cifar;

@@ -4,6 +4,7 @@
 
 #include <wrpn/analysis.h>
 #include <wrpn/data.h>
+#include <wrpn/deploy/integer_model.h>
 #include <wrpn/models/checkpoint.h>
 #include <wrpn/models/classifier.h>
 #include <wrpn/models/cost.h>

@@ -55,6 +55,44 @@ struct ResNetArch {
 /// (small-input stem), "resnet20", "resnet32" or "resnet56"; throws c10::Error otherwise.
 ResNetArch resnet_arch(const std::string& name);
 
+/// The construction arguments of a block (private to the zoo's builder).
+namespace detail {
+struct BlockArgs;
+class QuantizerResolver;
+}  // namespace detail
+
+/// A residual block (BasicBlock or Bottleneck) with torchvision's module names, the stride on
+/// the 3x3 conv. Built only by ResNetImpl; its layers are public so that tools which lower a
+/// trained model (wrpn/deploy) read the same structure that forward() runs.
+class ResidualBlockImpl : public torch::nn::Module {
+ public:
+  ResidualBlockImpl(const detail::BlockArgs& a, const PrecisionConfig& p, nn::WeightInit init,
+                    detail::QuantizerResolver& quantizers);
+
+  torch::Tensor forward(torch::Tensor x);
+
+  /// The quantizer of the block output (act_out's).
+  const nn::Quantizer& out_quantizer() const { return act_out->options.quantizer(); }
+  /// The parameter-free shortcut of CIFAR ResNets: x[:, :, ::subsample, ::subsample] padded with
+  /// pad_lo zero channels before and pad_hi after. subsample 1 and no padding: the identity
+  /// (when there is no downsample projection).
+  int64_t shortcut_subsample() const { return subsample_; }
+  int64_t shortcut_pad_lo() const { return pad_lo_; }
+  int64_t shortcut_pad_hi() const { return pad_hi_; }
+
+  /// act_in: the block input's quantizer in fp32-residual mode (empty otherwise).
+  nn::QuantReLU act_in{nullptr}, act1{nullptr}, act2{nullptr}, act_out{nullptr};
+  /// conv3/bn3/act2: bottlenecks only.
+  nn::QuantConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  /// The projection shortcut (QuantConv2d, BatchNorm2d), or empty.
+  torch::nn::Sequential downsample{nullptr};
+
+ private:
+  int64_t subsample_ = 1, pad_lo_ = 0, pad_hi_ = 0;
+};
+TORCH_MODULE(ResidualBlock);
+
 /// A ResNet at any width and bits (see the file comment for where activations are quantized).
 class ResNetImpl : public ClassifierImpl {
  public:
