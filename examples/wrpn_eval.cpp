@@ -1,5 +1,5 @@
 // wrpn_eval: evaluates a checkpoint on a dataset split; prints top-1/top-5, loss and images/s
-// and writes them as JSON.
+// and writes them as JSON. --engine int8 runs the model on integer kernels (wrpn::deploy).
 
 #include <wrpn/cli/flags.h>
 #include <wrpn/cli/program.h>
@@ -31,6 +31,15 @@ int main(int argc, char** argv) {
     app.add_option("--image-size", image_size, "folder datasets: crop size")->capture_default_str();
     wrpn::cli::add_threads_flag(app, threads);
     wrpn::cli::add_json_flag(app, json_out, "also write the result to this JSON file");
+    wrpn::train::InferenceOptions inference;
+    app.add_option("--engine", inference.engine,
+                   "fake-quant (the model as trained), int8 (integer kernels: onednn on CPU, "
+                   "gemm on CUDA), onednn, gemm or float (wrpn::deploy's fp32 path)")
+        ->check(CLI::IsMember({"fake-quant", "int8", "onednn", "gemm", "float"}))
+        ->capture_default_str();
+    app.add_flag("--compare", inference.compare,
+                 "with an integer engine: also run the fake-quantized model on the same images "
+                 "and report how many top-1 answers differ and the largest logit difference");
     if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;
     wrpn::cli::set_threads(threads);
     if (dataset.empty()) {
@@ -44,12 +53,23 @@ int main(int argc, char** argv) {
         image_size = extra["options"].value("image_size", image_size);
       }
     }
+    inference.on_deployed = [](const wrpn::deploy::IntegerModel& m) {
+      std::printf("%s", m.summary().c_str());
+    };
     const auto r = wrpn::train::evaluate_checkpoint(checkpoint, dataset, root, split, device,
-                                                    batch_size, limit, image_size);
+                                                    batch_size, limit, image_size, inference);
     std::printf("%s on %s/%s: top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.0f img/s)\n",
                 checkpoint.c_str(), dataset.c_str(), split.c_str(), 100 * r.top1, 100 * r.top5,
                 r.loss, static_cast<long long>(r.images), r.images_per_second);
+    if (r.top1_disagreements >= 0) {
+      std::printf(
+          "against the fake-quantized model: top-1 differs on %lld of %lld images, "
+          "largest logit difference %.3g\n",
+          static_cast<long long>(r.top1_disagreements), static_cast<long long>(r.images),
+          r.max_logit_diff);
+    }
     nlohmann::json j = r.to_json();
+    j["engine"] = inference.engine;
     j["checkpoint"] = checkpoint;
     j["dataset"] = dataset;
     j["split"] = split;

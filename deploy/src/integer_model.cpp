@@ -346,7 +346,8 @@ struct IntegerModel::Impl {
     return activate(y, shortcut, shortcut_levels, b.act_out, next_levels(index + 1));
   }
 
-  Tensor forward(const Tensor& images) const {
+  Tensor forward(const Tensor& images,
+                 std::vector<std::pair<std::string, Tensor>>* trace = nullptr) const {
     TORCH_CHECK(images.defined() && images.dim() == 4 && images.size(1) == spec.in_channels,
                 "integer ", spec.name, ": expected images [N, ", spec.in_channels, ", H, W], got ",
                 images.defined() ? images.sizes() : torch::IntArrayRef{});
@@ -356,7 +357,11 @@ struct IntegerModel::Impl {
                 images.device(), ", the model on ", device);
     const torch::NoGradGuard no_grad;
     Act x = stem_forward(images.contiguous(at::MemoryFormat::ChannelsLast));
-    for (size_t b = 0; b < blocks.size(); ++b) x = block_forward(b, x);
+    if (trace) trace->emplace_back("stem", value_of(x));
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      x = block_forward(b, x);
+      if (trace) trace->emplace_back(blocks[b].name, value_of(x));
+    }
     const Tensor pooled = torch::adaptive_avg_pool2d(value_of(x), {1, 1}).flatten(1);
     return torch::linear(pooled, fc_weight, fc_bias);
   }
@@ -374,6 +379,10 @@ const IntegerModel::Impl& checked(const std::shared_ptr<const IntegerModel::Impl
 
 torch::Tensor IntegerModel::forward(const torch::Tensor& images) const {
   return checked(impl_).forward(images);
+}
+torch::Tensor IntegerModel::forward_traced(
+    const torch::Tensor& images, std::vector<std::pair<std::string, torch::Tensor>>* trace) const {
+  return checked(impl_).forward(images, trace);
 }
 Engine IntegerModel::engine() const { return checked(impl_).engine; }
 c10::Device IntegerModel::device() const { return checked(impl_).device; }

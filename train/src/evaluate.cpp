@@ -1,6 +1,7 @@
 #include "evaluate.h"
 
 #include <ATen/autocast_mode.h>
+#include <wrpn/deploy/integer_model.h>
 #include <wrpn/models/checkpoint.h>
 
 #include <algorithm>
@@ -31,6 +32,13 @@ Autocast::~Autocast() {
 EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const EvalSetup& s) {
   const bool was_training = model.is_training();
   model.eval();
+  EvalResult r = evaluate_forward([&](const torch::Tensor& x) { return model.forward(x); }, ds, s);
+  model.train(was_training);
+  return r;
+}
+
+EvalResult evaluate_forward(const Forward& forward, data::AnyDataset& ds, const EvalSetup& s,
+                            const Forward& reference) {
   torch::NoGradGuard no_grad;
   const double t0 = now_s();
   EvalResult r;
@@ -39,7 +47,8 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
       torch::arange(std::min<int64_t>(s.rank, n), n, std::max(1, s.world), torch::kLong);
   const int64_t n_mine = mine.size(0);
   double loss_sum = 0.0;
-  int64_t c1 = 0, c5 = 0;
+  int64_t c1 = 0, c5 = 0, disagree = 0;
+  double max_diff = 0.0;
   for (int64_t b = 0; b < n_mine; b += s.batch_size) {
     const auto idx = mine.slice(0, b, std::min(n_mine, b + s.batch_size));
     auto batch = get_batch(ds, idx, 0, s.workers);
@@ -47,9 +56,14 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
     torch::Tensor logits;
     {
       Autocast ac(s.amp && s.device.is_cuda());
-      logits = model.forward(x);
+      logits = forward(x);
     }
     logits = logits.to(torch::kFloat);
+    if (reference) {
+      const torch::Tensor ref = reference(x).to(torch::kFloat);
+      disagree += ref.argmax(1).ne(logits.argmax(1)).sum().item<int64_t>();
+      max_diff = std::max(max_diff, (ref - logits).abs().max().item<double>());
+    }
     loss_sum +=
         torch::nn::functional::cross_entropy(
             logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -65,8 +79,11 @@ EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const E
   loss_sum = sums[0];
   c1 = static_cast<int64_t>(sums[1]);
   c5 = static_cast<int64_t>(sums[2]);
-  model.train(was_training);
   r.images = n;
+  if (reference) {
+    r.top1_disagreements = disagree;
+    r.max_logit_diff = max_diff;
+  }
   r.loss = n ? loss_sum / n : 0.0;
   r.top1 = n ? static_cast<double>(c1) / n : 0.0;
   r.top5 = n ? static_cast<double>(c5) / n : 0.0;
@@ -80,8 +97,14 @@ nlohmann::json eval_json(const EvalResult& r, const std::string& prefix) {
 }
 
 nlohmann::json EvalResult::to_json() const {
-  return {{"images", images}, {"loss", loss},       {"top1", top1},
-          {"top5", top5},     {"seconds", seconds}, {"images_per_second", images_per_second}};
+  nlohmann::json j = {{"images", images},   {"loss", loss},
+                      {"top1", top1},       {"top5", top5},
+                      {"seconds", seconds}, {"images_per_second", images_per_second}};
+  if (top1_disagreements >= 0) {
+    j["top1_disagreements"] = top1_disagreements;
+    j["max_logit_diff"] = max_logit_diff;
+  }
+  return j;
 }
 
 torch::Device resolve_device(const std::string& name) {
@@ -95,7 +118,7 @@ torch::Device resolve_device(const std::string& name) {
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
                                const std::string& data_root, const std::string& split,
                                const std::string& device_name, int64_t batch_size, int64_t limit,
-                               int64_t image_size) {
+                               int64_t image_size, const InferenceOptions& inference) {
   TORCH_CHECK_VALUE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
   const torch::Device device = resolve_device(device_name);
   models::CheckpointMeta meta;
@@ -111,7 +134,22 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string&
       checkpoint, " was trained on ", meta.spec.in_channels, "-channel images with ",
       meta.spec.num_classes, " classes, but '", dataset, "' has ", ds.channels(), " channels and ",
       ds.num_classes(), " classes");
-  return evaluate(*model, ds, EvalSetup{limit, device, batch_size, 2, false});
+  const EvalSetup setup{limit, device, batch_size, 2, false};
+  if (inference.engine == "fake-quant") {
+    TORCH_CHECK_VALUE(!inference.compare,
+                      "--compare needs an integer --engine (int8, onednn or gemm)");
+    return evaluate(*model, ds, setup);
+  }
+  const deploy::Engine engine =
+      inference.engine == "int8" ? deploy::Engine::kAuto : deploy::parse_engine(inference.engine);
+  model->eval();
+  const deploy::IntegerModel im =
+      deploy::deploy(*model, deploy::DeployOptions().engine(engine).device(device));
+  if (inference.on_deployed) inference.on_deployed(im);
+  Forward reference;
+  if (inference.compare) reference = [&](const torch::Tensor& x) { return model->forward(x); };
+  return evaluate_forward([&](const torch::Tensor& x) { return im.forward(x); }, ds, setup,
+                          reference);
 }
 
 }  // namespace wrpn::train

@@ -49,6 +49,13 @@ struct EvalSetup {
 /// Loss and top-1/top-5 of `model` in eval mode on `ds` (its training mode is restored).
 EvalResult evaluate(models::ClassifierImpl& model, data::AnyDataset& ds, const EvalSetup& setup);
 
+/// Logits of a batch of images.
+using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
+/// The same for any forward function; with `reference`, also counts the images whose top-1
+/// differs from the reference's and the largest logit difference.
+EvalResult evaluate_forward(const Forward& forward, data::AnyDataset& ds, const EvalSetup& setup,
+                            const Forward& reference = {});
+
 /// {prefix + "top1", prefix + "top5", prefix + "loss"}: what checkpoints and the summary record.
 nlohmann::json eval_json(const EvalResult& r, const std::string& prefix);
 

@@ -153,6 +153,11 @@ class IntegerModel {
   /// Logits [N, num_classes] of images [N, in_channels, H, W] (float32, on the model's device).
   torch::Tensor forward(const torch::Tensor& images) const;
 
+  /// forward() that also returns the fp32 value after the stem ("stem") and after each block
+  /// ("layer1.0", ...), to find where a deployed model departs from its source.
+  torch::Tensor forward_traced(const torch::Tensor& images,
+                               std::vector<std::pair<std::string, torch::Tensor>>* trace) const;
+
   /// Engine in use (kAuto resolved).
   Engine engine() const;
   c10::Device device() const;

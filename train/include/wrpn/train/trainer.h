@@ -10,6 +10,7 @@
 ///   const nlohmann::json summary = wrpn::train::fit(o);
 
 #include <torch/types.h>
+#include <wrpn/deploy/integer_model.h>
 #include <wrpn/train/options.h>
 
 #include <cstdint>
@@ -34,7 +35,22 @@ struct EvalResult {
   double top5 = 0.0;
   double seconds = 0.0;
   double images_per_second = 0.0;
+  /// With a reference model (wrpn_eval --compare): images whose top-1 differs from the
+  /// reference's (-1: not compared) and the largest |logit difference|.
+  int64_t top1_disagreements = -1;
+  double max_logit_diff = 0.0;
   nlohmann::json to_json() const;
+};
+
+/// How evaluate_checkpoint() runs the model.
+struct InferenceOptions {
+  /// "fake-quant" (the trained model as it trains), "int8" (integer kernels, the best engine
+  /// for the device), or an engine of wrpn::deploy by name: "onednn", "gemm", "float".
+  std::string engine = "fake-quant";
+  /// With an integer engine: also run the fake-quantized model and count disagreements.
+  bool compare = false;
+  /// Called with the deployed model before evaluation (e.g. to print its summary).
+  std::function<void(const deploy::IntegerModel&)> on_deployed;
 };
 
 /// One optimizer step, as on_step sees it.
@@ -78,7 +94,7 @@ nlohmann::json fit(const TrainOptions& options, const TrainHooks& hooks = {},
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const std::string& dataset,
                                const std::string& data_root, const std::string& split,
                                const std::string& device, int64_t batch_size, int64_t limit = 0,
-                               int64_t image_size = 224);
+                               int64_t image_size = 224, const InferenceOptions& inference = {});
 
 /// The device `name` names ("auto": CUDA when available).
 torch::Device resolve_device(const std::string& name);
