@@ -3,8 +3,10 @@
 // widened model (how it trains: every value fp32) and the same model lowered onto integer
 // kernels (wrpn::deploy). Rounds are interleaved (each round times every configuration once), so
 // drifts of this machine's speed fall on all of them alike; images/s is the median over rounds,
-// with the spread (min..max) beside it. On CUDA the baseline also runs under bf16 autocast
-// (cuDNN bf16 convolutions) and the integer model uses the GEMM engine.
+// with the spread (min..max) beside it. As in wrpn_bench, glibc is told to keep freed blocks
+// (mallopt) so that no configuration pays a page fault per 4 KiB of every fresh activation
+// tensor; --no-mallopt measures with glibc's defaults. On CUDA the baseline also runs under bf16
+// autocast (cuDNN bf16 convolutions) and the integer model uses the GEMM engine.
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -20,13 +22,17 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -82,7 +88,7 @@ int main(int argc, char** argv) {
     std::string threads_text = "1,2", batches_text = "1,64";
     int64_t channels = 1, image_size = 32, rounds = 15;
     double min_round_s = 0.2;
-    bool quick = false;
+    bool quick = false, tune_malloc = true;
     app.add_option("--json", json_path, "where to write the JSON")->capture_default_str();
     app.add_option("--device", device_name, "cpu or cuda")->capture_default_str();
     app.add_option("--model", model, "zoo model")->capture_default_str();
@@ -102,7 +108,12 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0, 60.0))
         ->capture_default_str();
     app.add_flag("--quick", quick, "4/4 2x only, batch 1 and 8, 1 thread, 2 rounds (smoke test)");
+    app.add_flag("!--no-mallopt", tune_malloc, "leave glibc's malloc settings as they are");
     if (const auto rc = wrpn::cli::parse(app, argc, argv)) return *rc;
+    if (tune_malloc) {
+      mallopt(M_MMAP_MAX, 0);
+      mallopt(M_TRIM_THRESHOLD, INT_MAX);
+    }
     const torch::Device device = wrpn::train::resolve_device(device_name);
     std::vector<int64_t> threads = parse_list(threads_text, "--threads");
     std::vector<int64_t> batches = parse_list(batches_text, "--batch");
@@ -234,6 +245,8 @@ int main(int argc, char** argv) {
         {"input", fmt::format("{}x{}x{} uniform [0, 1)", channels, image_size, image_size)},
         {"rounds", rounds},
         {"min_round_seconds", min_round_s},
+        {"malloc_tuned", tune_malloc},
+        {"cpu_threads_available", static_cast<int64_t>(std::thread::hardware_concurrency())},
         {"results", rows}};
     wrpn::fs::atomic_write(json_path, out.dump(2) + "\n");
     std::fprintf(stderr, "[inferbench] wrote %s\n", json_path.c_str());
