@@ -112,6 +112,13 @@ else
   status=1
 fi
 
+step "integer inference on CUDA (GEMM engine) against fp32 and cuDNN bf16"
+if [[ -x "$BUILD/benchmarks/wrpn_inferbench" ]]; then
+  "$BUILD/benchmarks/wrpn_inferbench" --device cuda --batch 1,256 --rounds 7 \
+    --json "$OUT_DIR/inferbench_cuda.json" >"$OUT_DIR/inferbench_cuda.log" 2>&1 || status=1
+  tail -20 "$OUT_DIR/inferbench_cuda.log" | tee -a "$OUT_DIR/summary.txt"
+fi
+
 step "benchmark"
 if [[ -x "$BUILD/benchmarks/wrpn_bench" ]]; then
   "$BUILD/benchmarks/wrpn_bench" --device all --json "$OUT_DIR/bench.json" \

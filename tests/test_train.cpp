@@ -155,6 +155,35 @@ TEST_CASE("a short run: loss falls, files have the documented fields, eval agree
   CHECK_THROWS_WITH(wrpn::train::evaluate_checkpoint(dir + "/last.ckpt", "digits", o.data_root,
                                                      "valid", "cpu", 50),
                     Catch::Contains("valid"));
+
+  // wrpn_eval --engine int8 --compare: the trained 4/4 model on integer kernels answers as the
+  // fake-quantized model (up to a rounding tie) and reports the comparison.
+  const auto meta = wrpn::models::read_checkpoint(dir + "/best.ckpt");
+  wrpn::train::InferenceOptions inf;
+  inf.engine = "int8";
+  inf.compare = true;
+  int64_t integer_layers = -1;
+  inf.on_deployed = [&](const wrpn::deploy::IntegerModel& m) {
+    integer_layers = m.integer_layers();
+  };
+  const auto r = wrpn::train::evaluate_checkpoint(dir + "/best.ckpt", "digits", o.data_root, "test",
+                                                  "cpu", 50, o.limit_test, 224, inf);
+  CHECK(integer_layers == 18);
+  CHECK(r.images == o.limit_test);
+  REQUIRE(r.top1_disagreements >= 0);
+  CHECK(r.top1_disagreements <= 1);
+  CHECK(std::abs(r.top1 - meta.info.metrics.at("test_top1")) <= 1.0 / o.limit_test + 1e-12);
+  CHECK(r.to_json().contains("top1_disagreements"));
+  inf.compare = true;
+  inf.engine = "fake-quant";
+  CHECK_THROWS_WITH(wrpn::train::evaluate_checkpoint(dir + "/best.ckpt", "digits", o.data_root,
+                                                     "test", "cpu", 50, 10, 224, inf),
+                    Catch::Contains("--compare needs an integer --engine"));
+  inf.engine = "int4";
+  inf.compare = false;
+  CHECK_THROWS_WITH(wrpn::train::evaluate_checkpoint(dir + "/best.ckpt", "digits", o.data_root,
+                                                     "test", "cpu", 50, 10, 224, inf),
+                    Catch::Contains("unknown inference engine"));
 }
 
 TEST_CASE("a short run on the real Fashion-MNIST files by name: summary and eval agree",
