@@ -30,10 +30,16 @@ void check_float_input(const char* op, const char* arg, const at::Tensor& x) {
       "' must be a floating-point tensor (float32, float16, bfloat16 or float64), got ", st);
 }
 
-/// Shape-only value and mask (Meta kernels).
+/// Bytes of the packed mask of x, symbolically (the same as kernels::mask_bytes).
+c10::SymInt sym_mask_bytes(const at::Tensor& x) {
+  return (x.sym_numel() + (kernels::kMaskBits - 1)) / kernels::kMaskBits;
+}
+
+/// Shape-only value and mask (Meta kernels). Sizes stay symbolic, so torch.compile with
+/// dynamic shapes and torch.export can trace the ops.
 std::tuple<at::Tensor, at::Tensor> meta_outputs(const at::Tensor& x) {
-  return {at::empty(x.sizes(), x.options()),
-          at::empty({kernels::mask_bytes(x.numel())}, x.options().dtype(at::kByte))};
+  return {at::empty_symint(x.sym_sizes(), x.options()),
+          at::empty_symint({sym_mask_bytes(x)}, x.options().dtype(at::kByte))};
 }
 }  // namespace
 
@@ -59,10 +65,12 @@ void check_masked_grad_args(const at::Tensor& grad, const at::Tensor& mask) {
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kByte,
                    "wrpn::_masked_grad: argument 'mask' must be a uint8 packed mask, got ",
                    mask.scalar_type());
-  TORCH_CHECK(mask.dim() == 1 && mask.numel() == kernels::mask_bytes(grad.numel()),
-              "wrpn::_masked_grad: argument 'mask' must be 1-D with ceil(numel/8) = ",
-              kernels::mask_bytes(grad.numel()), " bytes for a grad of ", grad.numel(),
-              " elements, got shape ", mask.sizes());
+  TORCH_CHECK(mask.dim() == 1, "wrpn::_masked_grad: argument 'mask' must be 1-D, got shape ",
+              mask.sym_sizes());
+  TORCH_SYM_CHECK(
+      mask.sym_numel().sym_eq(sym_mask_bytes(grad)),
+      "wrpn::_masked_grad: argument 'mask' must hold ceil(numel/8) = ", sym_mask_bytes(grad),
+      " bytes for a grad of ", grad.sym_numel(), " elements, got shape ", mask.sym_sizes());
   TORCH_CHECK(mask.device() == grad.device(), "wrpn::_masked_grad: 'grad' is on ", grad.device(),
               " but 'mask' is on ", mask.device(), "; expected the same device");
 }

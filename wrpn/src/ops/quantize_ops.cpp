@@ -44,7 +44,7 @@ std::tuple<Tensor, Tensor> quantize_fixed_point_forward_meta(const Tensor& x, in
 }
 Tensor masked_grad_meta(const Tensor& grad, const Tensor& mask) {
   check_masked_grad_args(grad, mask);
-  return at::empty(grad.sizes(), grad.options());
+  return at::empty_symint(grad.sym_sizes(), grad.options());
 }
 
 // ---- Autograd ----
