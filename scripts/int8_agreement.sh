@@ -31,7 +31,7 @@ for cell in "${cells[@]}"; do
   read -r -a flags <<< "${cell#*|}"
   if [[ ! -f "$RUNS/$name/summary.json" ]]; then
     echo "== train digits $name"
-    "$BIN/wrpn_train" "${COMMON[@]}" "${flags[@]}" --run-dir "$RUNS/$name"
+    "$BIN/wrpn_train" "${COMMON[@]}" "${flags[@]}" --run-dir "$RUNS/$name" --auto-resume
   fi
   ckpts+=("$RUNS/$name/best.ckpt")
 done
