@@ -1,7 +1,8 @@
 // wrpn_train: trains a zoo model at any precision on digits, Fashion-MNIST, CIFAR-10 or an image
 // folder. Writes metrics.jsonl, summary.json and atomic last/best checkpoints into --run-dir;
-// --resume continues an interrupted run to the result it would have reached. Under torchrun
-// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) it trains data-parallel on c10d.
+// --resume continues an interrupted run to the result it would have reached; a run directory has
+// one owner at a time and a fresh run never replaces a previous one without --overwrite. Under
+// torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) it trains data-parallel on c10d.
 
 #include <c10/util/Exception.h>
 #include <wrpn/cli/flags.h>

@@ -4,7 +4,8 @@
 # beside an fp32 width-1 baseline trained the same way. Flags pass through to both wrpn_train runs (the baseline keeps width 1 and fp32),
 # e.g. scripts/run.sh --model resnet32 --width 3 --weight-bits 2 --epochs 20.
 # Environment: WRPN_RUN_DIR (default runs/main), WRPN_BUILD_DIR (default build), WRPN_RESUME=1
-# to continue interrupted runs from their last checkpoints instead of starting afresh.
+# to continue interrupted runs from their last checkpoints instead of starting afresh (by default
+# each run replaces the one an earlier invocation left in WRPN_RUN_DIR: --overwrite).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,8 +13,8 @@ scripts/setup.sh
 BIN="${WRPN_BUILD_DIR:-build}/examples"
 RUN="${WRPN_RUN_DIR:-runs/main}"
 COMMON=(--model resnet20 --dataset digits --epochs 10 --batch-size 64 --lr 0.1 --device cpu)
-RESUME=()
-[[ "${WRPN_RESUME:-0}" == 1 ]] && RESUME=(--resume)
+RESUME=(--overwrite)
+[[ "${WRPN_RESUME:-0}" == 1 ]] && RESUME=(--auto-resume)
 
 echo "== 1/4  wide low-precision model: 2x width, 4-bit weights, 4-bit activations"
 "$BIN/wrpn_train" "${COMMON[@]}" --width 2 --weight-bits 4 --act-bits 4 "$@" \

@@ -85,7 +85,7 @@ run_one() {
   echo "== $dir: started $(date -u +%H:%M:%S)"
   if ! "$BIN/wrpn_train" --model "$MODEL" --dataset digits --epochs 10 --device cpu --quiet \
       "${THREADS[@]}" "$@" --weight-bits "$wb" --act-bits "$ab" --width "$w" --seed "$s" \
-      --run-dir "$dir" --resume >"$dir.log" 2>&1; then
+      --run-dir "$dir" --auto-resume >"$dir.log" 2>&1; then
     echo "   $dir failed; see $dir.log" >&2
     tail -5 "$dir.log" >&2
     return 1

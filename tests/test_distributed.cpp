@@ -284,8 +284,9 @@ TEST_CASE("wrpn_train on 2 ranks: files from rank 0, accuracy of one process, re
   // Rank 0 printed the summary and wrote every file; rank 1 neither.
   CHECK(read_file(dir + "/rank1.out").empty());
   const json printed = json::parse(read_file(dir + "/rank0.out"));
-  CHECK(files_in(dp_run) == std::set<std::string>{"best.ckpt", "last.ckpt", "metrics.jsonl",
-                                                  "options.json", "summary.json"});
+  // (.lock: rank 0's ownership of the run directory.)
+  CHECK(files_in(dp_run) == std::set<std::string>{".lock", "best.ckpt", "last.ckpt",
+                                                  "metrics.jsonl", "options.json", "summary.json"});
   const json dp = read_json(dp_run + "/summary.json");
   CHECK(printed == dp);
   CHECK(dp["world_size"] == 2);
@@ -369,7 +370,7 @@ TEST_CASE("a killed rank ends the other with a message naming it", "[dist][procs
   CHECK_FALSE(wrpn::train::path_exists(dir + "/run/summary.json"));
 }
 
-TEST_CASE("under torchrun a killed rank's world restarts and --resume continues the run",
+TEST_CASE("under torchrun a killed rank's world restarts and --auto-resume continues the run",
           "[dist][procs][torchrun]") {
   const char* src = std::getenv("WRPN_SOURCE_DIR");
   const std::string torchrun = std::string(src ? src : ".") + "/.venv/bin/torchrun";
@@ -381,7 +382,7 @@ TEST_CASE("under torchrun a killed rank's world restarts and --resume continues 
   const std::string run = dir + "/run";
   std::vector<std::string> args = {
       torchrun, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "--no-python"};
-  for (const auto& a : with(train_args(run, 3), {"--resume", "--limit-train", "512"})) {
+  for (const auto& a : with(train_args(run, 3), {"--auto-resume", "--limit-train", "512"})) {
     args.push_back(a);
   }
   Child agent = spawn(args, {{"OMP_NUM_THREADS", "1"}}, dir + "/torchrun");

@@ -129,8 +129,15 @@ std::vector<OptionDescriptor> make_table() {
      G::kMachine, [](TrainOptions& o) -> OptionField { return &o.dist_timeout; }},
     {"run_dir", "--run-dir", "output directory", G::kOutput,
      [](TrainOptions& o) -> OptionField { return &o.run_dir; }},
-    {"", "--resume", "continue from RUN_DIR/last.ckpt when it exists", G::kOutput,
-     [](TrainOptions& o) -> OptionField { return &o.resume; }},
+    {"", "--resume", "continue the run in RUN_DIR from its last.ckpt (an error when there is none)",
+     G::kOutput, [](TrainOptions& o) -> OptionField { return &o.resume; }},
+    {"", "--auto-resume",
+     "continue from RUN_DIR/last.ckpt when there is one, else start fresh (torchrun restarts, "
+     "sweeps)", G::kOutput, [](TrainOptions& o) -> OptionField { return &o.auto_resume; }},
+    {"", "--overwrite",
+     "start fresh even though RUN_DIR holds a previous run: its metrics, summary and "
+     "checkpoints are deleted", G::kOutput,
+     [](TrainOptions& o) -> OptionField { return &o.overwrite; }},
     {"", "--stop-after",
      "stop after this many epochs of the schedule (continue later with --resume)", G::kOutput,
      [](TrainOptions& o) -> OptionField { return &o.stop_after; }},
@@ -294,6 +301,10 @@ void TrainOptions::validate() const {
   TORCH_CHECK_VALUE(threads >= 0, "--threads must be >= 0, got ", threads);
   TORCH_CHECK_VALUE(dist_backend == "auto" || dist_backend == "gloo" || dist_backend == "nccl",
                     "--dist-backend must be auto, gloo or nccl, got '", dist_backend, "'");
+  TORCH_CHECK_VALUE(!(overwrite && (resume || auto_resume)),
+                    "--overwrite starts a run afresh; it cannot be combined with --resume or "
+                    "--auto-resume");
+  TORCH_CHECK_VALUE(!(resume && auto_resume), "--resume and --auto-resume: pass one of them");
   TORCH_CHECK_VALUE(dist_timeout > 0 && dist_timeout <= 86400,
                     "--dist-timeout must be in (0, 86400] seconds, got ", dist_timeout);
   TORCH_CHECK_VALUE(image_size >= 8, "--image-size must be >= 8, got ", image_size);

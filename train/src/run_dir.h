@@ -8,8 +8,10 @@
 #include <wrpn/train/options.h>
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace wrpn::train {
 
@@ -25,12 +27,18 @@ struct ResumeState {
   double best_top1 = -1.0;
   double best_top5 = 0.0;
   double wall_before = 0.0;  ///< seconds the run trained before
+  /// Differences from the run's recorded options that do not change what is computed but do
+  /// change its rounding (threads, device): printed, not refused.
+  std::vector<std::string> warnings;
 };
 
 class RunDir {
  public:
-  /// Creates `dir` (and its parents) when missing. A RunDir that is not the `writer` (the
-  /// ranks other than 0 of a data-parallel run) reads last.ckpt but writes and removes nothing.
+  /// Creates `dir` (and its parents) when missing. The writer owns the directory while it
+  /// lives: it takes an advisory lock on dir/.lock (a second process gets an error naming the
+  /// holder) and removes the temporary files of writes a killed process left behind. A RunDir
+  /// that is not the `writer` (the ranks other than 0 of a data-parallel run) reads last.ckpt
+  /// but locks, writes and removes nothing.
   explicit RunDir(std::string dir, bool writer = true);
 
   bool writer() const { return writer_; }
@@ -43,12 +51,18 @@ class RunDir {
 
   /// Whether last.ckpt exists (what --resume continues from).
   bool has_last() const;
-  /// A fresh run: removes metrics.jsonl, summary.json and teacher.ckpt of an earlier one.
-  void start_fresh() const;
+  /// The files of a run that are present (options.json, metrics.jsonl, summary.json, last.ckpt,
+  /// best.ckpt, teacher.ckpt).
+  std::vector<std::string> run_files() const;
+  /// A fresh run. A directory that holds a previous run is refused (naming its files and the
+  /// ways on: --resume, --overwrite, another --run-dir) unless `overwrite`, which deletes them.
+  void start_fresh(bool overwrite) const;
   /// Loads last.ckpt into `model`, `opt` and `teacher` after checking that it was written for
-  /// these options, and keeps the metrics of the epochs it holds. Throws naming the mismatch.
+  /// options `o` (model, precision, data, schedule, seed, teacher: every recorded option that
+  /// changes the result), and keeps the metrics of the epochs it holds. Throws naming every
+  /// difference.
   ResumeState resume(models::ClassifierImpl& model, torch::optim::Optimizer& opt, Teacher* teacher,
-                     const std::string& scheme, torch::Device device) const;
+                     const TrainOptions& o, torch::Device device) const;
 
   void write_options(const TrainOptions& o) const;
   void append_metrics(const nlohmann::json& line) const;
@@ -65,6 +79,8 @@ class RunDir {
 
   std::string dir_;
   bool writer_ = true;
+  /// The open, locked dir/.lock (writers only); shared by copies, released with the last.
+  std::shared_ptr<int> lock_fd_;
 };
 
 }  // namespace wrpn::train

@@ -133,7 +133,14 @@ void check_ranks_agree(Run& r, bool resuming) {
 void prepare(Run& r) {
   const TrainOptions& o = r.o;
   r.model = create_student(o, r.data);
-  bool resuming = o.resume && r.dir.has_last();
+  const bool has_last = r.dir.has_last();
+  TORCH_CHECK_VALUE(
+      !o.resume || has_last, "--resume: nothing to resume in '", o.run_dir,
+      "': it has no last.ckpt",
+      r.dir.run_files().empty() ? "" : " (a run there ended before its first epoch did)",
+      "; start without --resume, or pass --auto-resume to continue when there is "
+      "something to continue and start fresh otherwise");
+  const bool resuming = (o.resume || o.auto_resume) && has_last;
   if (r.dp) check_ranks_agree(r, resuming);
   r.teacher = Teacher::make(o, r.model->spec(), r.dir, r.device);
   if (r.teacher) r.teacher->prepare_student(*r.model);
@@ -145,10 +152,11 @@ void prepare(Run& r) {
       *r.model, o, r.teacher ? r.teacher->trainable_parameters() : std::vector<torch::Tensor>{});
   r.opt = std::make_unique<torch::optim::SGD>(r.groups.groups, sgd_options(o));
   if (resuming) {
-    r.state = r.dir.resume(*r.model, *r.opt, r.teacher.get(), o.distill_scheme, r.device);
+    r.state = r.dir.resume(*r.model, *r.opt, r.teacher.get(), o, r.device);
     r.say("resuming " + r.dir.last() + " after epoch " + std::to_string(r.state.start_epoch));
+    for (const auto& w : r.state.warnings) r.say("warning: " + w);
   } else {
-    r.dir.start_fresh();
+    r.dir.start_fresh(o.overwrite);
   }
   if (r.dp) {
     if (resuming) {

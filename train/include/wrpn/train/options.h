@@ -83,7 +83,14 @@ struct TrainOptions {
   double dist_timeout = 300.0;
   // Output.
   std::string run_dir = "runs/latest";
-  bool resume = false;     ///< continue from run_dir/last.ckpt if it exists
+  /// Continue from run_dir/last.ckpt; an error when there is none.
+  bool resume = false;
+  /// Continue from run_dir/last.ckpt when there is one, else start fresh (what torchrun's
+  /// restarts and sweeps that re-run themselves need).
+  bool auto_resume = false;
+  /// Let a fresh run replace the previous run's files in run_dir (without it a fresh run into a
+  /// directory that holds a run is refused).
+  bool overwrite = false;
   int64_t stop_after = 0;  ///< stop (resumably) once this many epochs are done (0: never)
   bool quiet = false;
 
