@@ -7,7 +7,7 @@ install(TARGETS wrpn EXPORT wrpnTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(floor wrpn models train)
+foreach(floor wrpn models deploy train)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${floor}/include/wrpn
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
 endforeach()

@@ -86,7 +86,7 @@ TEST_CASE("a fresh run refuses a directory that holds a run; --overwrite replace
   CHECK_THROWS_WITH(bad.validate(), Contains("--auto-resume"));
 }
 
-TEST_CASE("--resume with nothing to resume is an error; --auto-resume starts fresh",
+TEST_CASE("resume with nothing to resume is an error; auto-resume starts fresh",
           "[train][rundir]") {
   const std::string dir = temp_dir("rundir_resume");
   TrainOptions o = tiny(dir);

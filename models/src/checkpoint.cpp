@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -20,6 +21,8 @@ namespace {
 
 constexpr std::string_view kMagic = "WRPNCKPT";
 constexpr uint32_t kFormatVersion = 1;
+/// The largest epoch a checkpoint header may hold (a range check against crafted headers).
+constexpr int64_t kMaxEpoch = 1000000;
 
 /// Parameters then buffers, by state-dict name.
 std::vector<std::pair<std::string, torch::Tensor>> state_of(const torch::nn::Module& model) {
@@ -47,11 +50,15 @@ Parsed parse(const std::string& data, const std::string& what) {
   const auto epoch = header.value("epoch", nlohmann::json(0));
   TORCH_CHECK(epoch.is_number_integer(), what, ": \"epoch\" is not an integer");
   m.info.epoch = epoch.get<int64_t>();
+  TORCH_CHECK(m.info.epoch >= 0 && m.info.epoch <= kMaxEpoch, what, ": \"epoch\" is ", m.info.epoch,
+              ", outside [0, ", kMaxEpoch, "]");
   if (header.contains("metrics")) {
     const auto& metrics = header.at("metrics");
     TORCH_CHECK(metrics.is_object(), what, ": \"metrics\" is not an object");
     for (const auto& [k, v] : metrics.items()) {
       TORCH_CHECK(v.is_number(), what, ": metric \"", k, "\" is not a number");
+      TORCH_CHECK(std::isfinite(v.get<double>()) || k.find("loss") != std::string::npos, what,
+                  ": metric \"", k, "\" is not finite");
       m.info.metrics[k] = v.get<double>();
     }
   }
@@ -65,8 +72,11 @@ c10::Dict<std::string, torch::Tensor> load_state(std::string_view bytes, const s
   c10::IValue value;
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, what, ": the state section cannot be read (", e.what_without_backtrace(),
+                ")");
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, what, ": the state section cannot be read: ", e.what());
+    TORCH_CHECK(false, what, ": the state section cannot be read (", e.what(), ")");
   }
   const std::string bad = ": the state section is not a tuple of (name, tensor) pairs";
   TORCH_CHECK(value.isTuple(), what, bad);
@@ -134,12 +144,12 @@ void save_checkpoint(const std::string& path, const ClassifierImpl& model,
 
 CheckpointMeta read_checkpoint(const std::string& path) {
   const std::string what = "checkpoint '" + path + "'";
-  return parse(fs::read_file(path, what), what).meta;
+  return parse(detail::read_container_file(path, kMagic, kFormatVersion, what), what).meta;
 }
 
 Classifier load_checkpoint(const std::string& path, CheckpointMeta* meta) {
   const std::string what = "checkpoint '" + path + "'";
-  const std::string data = fs::read_file(path, what);
+  const std::string data = detail::read_container_file(path, kMagic, kFormatVersion, what);
   Parsed p = parse(data, what);
   Classifier model = create_model(p.meta.spec);
   copy_state(load_state(p.state, what), *model, what);
@@ -149,7 +159,7 @@ Classifier load_checkpoint(const std::string& path, CheckpointMeta* meta) {
 
 CheckpointMeta load_checkpoint_into(const std::string& path, ClassifierImpl& model) {
   const std::string what = "checkpoint '" + path + "'";
-  const std::string data = fs::read_file(path, what);
+  const std::string data = detail::read_container_file(path, kMagic, kFormatVersion, what);
   Parsed p = parse(data, what);
   TORCH_CHECK(p.meta.spec.name == model.spec().name, what, " holds a ", p.meta.spec.name,
               " but the model is a ", model.spec().name);

@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "wrpn/util/fs.h"
+
 namespace wrpn {
 namespace models {
 namespace detail {
@@ -55,9 +57,9 @@ std::string build_container(std::string_view magic, uint32_t version,
   return out;
 }
 
-std::vector<std::string_view> parse_container(std::string_view data, std::string_view magic,
-                                              uint32_t version, size_t num_sections,
-                                              const std::string& what) {
+namespace {
+void check_preamble(std::string_view data, std::string_view magic, uint32_t version,
+                    const std::string& what) {
   TORCH_CHECK(data.size() >= 16, what, " is truncated or not a wrpn file: ", data.size(),
               " bytes, fewer than the 16-byte preamble");
   TORCH_CHECK(data.substr(0, 8) == magic, what, " is not a wrpn ",
@@ -66,6 +68,28 @@ std::vector<std::string_view> parse_container(std::string_view data, std::string
   const uint32_t file_version = get<uint32_t>(data, 8);
   TORCH_CHECK(file_version == version, what, " has format version ", file_version,
               "; this wrpn reads version ", version);
+}
+}  // namespace
+
+std::string read_container_file(const std::string& path, std::string_view magic, uint32_t version,
+                                const std::string& what) {
+  const int64_t size = fs::regular_file_size(path, what);
+  const std::string head = fs::read_prefix(path, 24, what);
+  check_preamble(head, magic, version, what);
+  if (head.size() >= 24) {
+    const uint64_t n = get<uint64_t>(head, 16);
+    TORCH_CHECK(n <= static_cast<uint64_t>(size) - 24, what,
+                " is truncated or corrupt: its "
+                "first section claims ",
+                n, " bytes but the file has ", size);
+  }
+  return fs::read_file(path, what);
+}
+
+std::vector<std::string_view> parse_container(std::string_view data, std::string_view magic,
+                                              uint32_t version, size_t num_sections,
+                                              const std::string& what) {
+  check_preamble(data, magic, version, what);
   std::vector<std::string_view> sections;
   size_t pos = 16;
   for (size_t i = 0; i < num_sections; ++i) {

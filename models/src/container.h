@@ -24,6 +24,13 @@ std::vector<std::string_view> parse_container(std::string_view data, std::string
                                               uint32_t version, size_t num_sections,
                                               const std::string& what);
 
+/// The bytes of a container file, read only after the file has proved to be one: a regular
+/// file (never a directory or a FIFO), whose 16-byte preamble holds `magic` and `version`, and
+/// whose first section's length fits in the file. So a large file that is not a wrpn file is
+/// refused after reading 24 bytes, in constant memory. Errors start with `what`.
+std::string read_container_file(const std::string& path, std::string_view magic, uint32_t version,
+                                const std::string& what);
+
 }  // namespace detail
 }  // namespace models
 }  // namespace wrpn

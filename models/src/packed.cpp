@@ -143,7 +143,7 @@ PackedStats export_packed(const std::string& path, const ClassifierImpl& model) 
 
 Classifier import_packed(const std::string& path) {
   const std::string what = "packed export '" + path + "'";
-  const std::string data = fs::read_file(path, what);
+  const std::string data = detail::read_container_file(path, kMagic, kFormatVersion, what);
   const auto sections = detail::parse_container(data, kMagic, kFormatVersion, 2, what);
   const auto header = wrpn::detail::parse_json(std::string(sections[0]), what + " header");
   const std::string_view payload = sections[1];

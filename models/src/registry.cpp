@@ -17,12 +17,19 @@ namespace models {
 
 // ---- ModelSpec ----
 
+namespace {
+constexpr int64_t kMaxClasses = 1000000;
+constexpr int64_t kMaxInChannels = 1024;
+}  // namespace
+
 void ModelSpec::validate() const {
   TORCH_CHECK(!name.empty(), "model spec: name is empty; expected a registered model name");
-  TORCH_CHECK(num_classes >= 0, "model spec: num_classes = ", num_classes,
-              ": expected a positive number, or 0 for the model's default");
-  TORCH_CHECK(in_channels > 0, "model spec: in_channels = ", in_channels,
-              ": expected a positive number (3 for RGB, 1 for grey)");
+  TORCH_CHECK(num_classes >= 0 && num_classes <= kMaxClasses,
+              "model spec: num_classes = ", num_classes, ": expected 1..", kMaxClasses,
+              ", or 0 for the model's default");
+  TORCH_CHECK(in_channels > 0 && in_channels <= kMaxInChannels,
+              "model spec: in_channels = ", in_channels, ": expected 1..", kMaxInChannels,
+              " (3 for RGB, 1 for grey)");
   precision.validate();
 }
 

@@ -207,8 +207,13 @@ ResumeState RunDir::resume(models::ClassifierImpl& model, torch::optim::Optimize
   TORCH_CHECK(!meta.info.blob.empty(), "--resume: ", last,
               " has no optimizer state; it was not written by wrpn_train");
   torch::serialize::InputArchive ar;
-  ar.load_from(meta.info.blob.data(), meta.info.blob.size(), device);
-  opt.load(ar);
+  try {
+    ar.load_from(meta.info.blob.data(), meta.info.blob.size(), device);
+    opt.load(ar);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "--resume: the optimizer state in ", last, " cannot be read (",
+                      e.what_without_backtrace(), ")");
+  }
   if (teacher != nullptr) teacher->load_state(ar, extra);
   st.start_epoch = meta.info.epoch;
   st.best_top1 = extra.value("best_top1", -1.0);

@@ -72,8 +72,42 @@ void atomic_write(const std::string& path, std::string_view bytes, bool make_par
   fsync_directory(parent_path(path));
 }
 
+int64_t regular_file_size(const std::string& path, const std::string& what) {
+  const std::string name = what.empty() ? "'" + path + "'" : what;
+  struct stat st {};
+  TORCH_CHECK(::stat(path.c_str(), &st) == 0, "cannot open ", name, ": ", os_error());
+  const char* kind = S_ISDIR(st.st_mode)    ? "a directory"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                                            : nullptr;
+  TORCH_CHECK(kind == nullptr && S_ISREG(st.st_mode), "cannot read ", name, ": it is ",
+              kind ? kind : "not a regular file", ", not a regular file");
+  return static_cast<int64_t>(st.st_size);
+}
+
+std::string read_prefix(const std::string& path, size_t n, const std::string& what) {
+  const std::string name = what.empty() ? "'" + path + "'" : what;
+  const int64_t size = regular_file_size(path, what);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TORCH_CHECK(fd >= 0, "cannot open ", name, ": ", os_error());
+  std::string data(std::min<size_t>(n, static_cast<size_t>(size)), '\0');
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t r = ::read(fd, data.data() + done, data.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    done += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  data.resize(done);
+  return data;
+}
+
 std::string read_file(const std::string& path, const std::string& what) {
   const std::string name = what.empty() ? "'" + path + "'" : what;
+  regular_file_size(path, what);
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.is_open(), "cannot open ", name, ": ", os_error());
   in.seekg(0, std::ios::end);

@@ -21,6 +21,14 @@ void atomic_write(const std::string& path, std::string_view bytes, bool make_par
 /// `what` defaulting to the quoted path.
 std::string read_file(const std::string& path, const std::string& what = "");
 
+/// Throws unless `path` (links followed) is a regular file, naming what it is instead (a
+/// directory, a FIFO, a device, a socket) or why it cannot be read; returns its size in bytes.
+/// Readers call it before they read or allocate anything: a FIFO would block them forever.
+int64_t regular_file_size(const std::string& path, const std::string& what = "");
+
+/// The first min(n, size) bytes of a regular file (checked as regular_file_size() does).
+std::string read_prefix(const std::string& path, size_t n, const std::string& what = "");
+
 /// Appends `line` and a newline to `path` (created with its parents) and fsyncs it.
 void append_line(const std::string& path, const std::string& line);
 
