@@ -221,3 +221,34 @@ TEST_CASE("temporary files of an interrupted write are removed by the next run",
   REQUIRE(::stat((dir + "/last.ckpt").c_str(), &b) == 0);
   CHECK((a.st_mode & 0777) == (b.st_mode & 0777));
 }
+
+TEST_CASE("a closed progress pipe does not kill a run", "[train][rundir]") {
+  // wrpn_train ... 2>&1 | head -1: once head exits, every progress write hits a closed pipe.
+  const std::string dir = temp_dir("rundir_pipe");
+  const std::string bin = std::string(WRPN_TEST_BINARY_DIR) + "/examples/wrpn_train";
+  const std::string root = wrpn_test::digits_root();
+  const std::vector<std::string> args = {
+      bin,  "--model",   "resnet20",  "--dataset", "digits", "--data-root",   root, "--epochs",
+      "2",  "--threads", "1",         "--device",  "cpu",    "--limit-train", "64", "--limit-test",
+      "32", "--run-dir", dir + "/run"};
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  ::close(fds[0]);  // the reader is gone before the first line
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  pid_t pid = -1;
+  REQUIRE(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(fds[1]);
+  wrpn_dist_test::Child c;
+  c.pid = pid;
+  const int rc = wrpn_dist_test::wait_for(c, 300);
+  CHECK(rc == 0);
+  CHECK(wrpn::train::path_exists(dir + "/run/summary.json"));
+  CHECK(wrpn_test::read_jsonl(dir + "/run/metrics.jsonl").size() == 2);
+}

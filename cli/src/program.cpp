@@ -36,6 +36,9 @@ int run_main(const std::function<int()>& body) {
 void install_stop_handler() {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // Progress piped into `head` (or a closed terminal) must not kill the run: writes to a closed
+  // pipe then fail with EPIPE, the progress is lost and the run goes on writing its files.
+  std::signal(SIGPIPE, SIG_IGN);
 }
 
 }  // namespace wrpn::cli

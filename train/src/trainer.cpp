@@ -278,7 +278,8 @@ int64_t run_epochs(Run& r, EvalResult& ev, double& last_ips, double t_run) {
     ev = evaluate(*r.model, r.data.test, r.eval_setup());
     if (r.hooks.on_evaluate) r.hooks.on_evaluate(epoch + 1, ev);
     const double teacher_s = r.teacher ? r.teacher->evaluate_epoch(r.data.test, r.eval_setup()) : 0;
-    const bool improved = ev.top1 > r.state.best_top1;
+    // A diverged model (NaN or infinite test loss) is never the best, whatever its accuracy.
+    const bool improved = std::isfinite(ev.loss) && ev.top1 > r.state.best_top1;
     if (improved) {
       r.state.best_top1 = ev.top1;
       r.state.best_top5 = ev.top5;
