@@ -221,6 +221,33 @@ torch::Tensor IntegerConv2d::gemm_accumulate(const torch::Tensor& codes) const {
   return acc.view({n, out[2], out[3], out_channels_}).permute({0, 3, 1, 2});
 }
 
+torch::Tensor IntegerConv2d::run_onednn(const torch::Tensor& codes, const torch::Tensor& scale,
+                                        const torch::Tensor& shift, const c10::IValue& out_dtype,
+                                        const char* attr,
+                                        c10::List<std::optional<c10::Scalar>> scalars) const {
+  // Input scale 1 and zero points 0: the accumulator is the exact integer sum; the output scale
+  // is 1 too (the levels are folded into scale and shift by the caller when it wants codes).
+  torch::jit::Stack st{codes.contiguous(at::MemoryFormat::ChannelsLast),
+                       1.0,
+                       int64_t{0},
+                       packed_,
+                       scale,
+                       zero_points_,
+                       shift,
+                       stride_,
+                       padding_,
+                       dilation_,
+                       groups_,
+                       1.0,
+                       int64_t{0},
+                       out_dtype,
+                       std::string(attr),
+                       std::move(scalars),
+                       std::string("")};
+  onednn_op("onednn::qconv2d_pointwise").callBoxed(&st);
+  return st.at(0).toTensor();
+}
+
 torch::Tensor IntegerConv2d::forward_codes(const torch::Tensor& codes, int64_t out_levels) const {
   check_input(codes);
   TORCH_CHECK(out_levels >= 1 && out_levels <= 255,
@@ -231,29 +258,10 @@ torch::Tensor IntegerConv2d::forward_codes(const torch::Tensor& codes, int64_t o
     // powers-of-two-minus-one levels up to 2^8 - 1 only up to fp32 rounding, like any fp32
     // product), clamped to [0, L] with output scale 1.
     const auto& scaled = scaled_for(out_levels);
-    const torch::Tensor x = codes.contiguous(at::MemoryFormat::ChannelsLast);
     c10::List<std::optional<c10::Scalar>> bounds;
     bounds.push_back(c10::Scalar(0.0));
     bounds.push_back(c10::Scalar(static_cast<double>(out_levels)));
-    torch::jit::Stack st{x,
-                         1.0,
-                         int64_t{0},
-                         packed_,
-                         scaled.first,
-                         zero_points_,
-                         scaled.second,
-                         stride_,
-                         padding_,
-                         dilation_,
-                         groups_,
-                         1.0,
-                         int64_t{0},
-                         c10::IValue(),
-                         std::string("hardtanh"),
-                         bounds,
-                         std::string("")};
-    onednn_op("onednn::qconv2d_pointwise").callBoxed(&st);
-    return st.at(0).toTensor();
+    return run_onednn(codes, scaled.first, scaled.second, c10::IValue(), "hardtanh", bounds);
   }
   EpilogueCall e;
   e.input = gemm_accumulate(codes);
@@ -266,26 +274,8 @@ torch::Tensor IntegerConv2d::forward_codes(const torch::Tensor& codes, int64_t o
 torch::Tensor IntegerConv2d::forward_float(const torch::Tensor& codes, bool relu) const {
   check_input(codes);
   if (engine_ == Engine::kOneDnn) {
-    const torch::Tensor x = codes.contiguous(at::MemoryFormat::ChannelsLast);
-    torch::jit::Stack st{x,
-                         1.0,
-                         int64_t{0},
-                         packed_,
-                         scale_abs_,
-                         zero_points_,
-                         shift_,
-                         stride_,
-                         padding_,
-                         dilation_,
-                         groups_,
-                         1.0,
-                         int64_t{0},
-                         c10::IValue(c10::ScalarType::Float),
-                         std::string(relu ? "relu" : "none"),
-                         c10::List<std::optional<c10::Scalar>>(),
-                         std::string("")};
-    onednn_op("onednn::qconv2d_pointwise").callBoxed(&st);
-    return st.at(0).toTensor();
+    return run_onednn(codes, scale_abs_, shift_, c10::IValue(c10::ScalarType::Float),
+                      relu ? "relu" : "none", c10::List<std::optional<c10::Scalar>>());
   }
   EpilogueCall e;
   e.input = gemm_accumulate(codes);

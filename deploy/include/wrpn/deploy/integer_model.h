@@ -20,14 +20,16 @@
 /// The answers are the fake-quantized model's up to fp32 summation order: an activation whose
 /// scaled value lies within rounding error of a half step may land on the neighbouring code.
 
+#include <ATen/core/List.h>
+#include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
 #include <torch/arg.h>
 #include <torch/types.h>
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,6 +112,10 @@ class IntegerConv2d {
 
  private:
   torch::Tensor gemm_accumulate(const torch::Tensor& codes) const;
+  /// kOneDnn: onednn::qconv2d_pointwise on the codes with these per-channel scale and shift.
+  torch::Tensor run_onednn(const torch::Tensor& codes, const torch::Tensor& scale,
+                           const torch::Tensor& shift, const c10::IValue& out_dtype,
+                           const char* attr, c10::List<std::optional<c10::Scalar>> scalars) const;
   std::vector<int64_t> out_size(const torch::Tensor& codes) const;
   void check_input(const torch::Tensor& codes) const;
   /// kOneDnn: scale and shift times `levels` (cached per level count).
