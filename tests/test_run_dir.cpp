@@ -252,3 +252,15 @@ TEST_CASE("a closed progress pipe does not kill a run", "[train][rundir]") {
   CHECK(wrpn::train::path_exists(dir + "/run/summary.json"));
   CHECK(wrpn_test::read_jsonl(dir + "/run/metrics.jsonl").size() == 2);
 }
+
+TEST_CASE("a negative seed on the command line is refused, not wrapped", "[train][rundir]") {
+  const std::string dir = temp_dir("rundir_seed");
+  const std::string bin = std::string(WRPN_TEST_BINARY_DIR) + "/examples/wrpn_train";
+  auto c =
+      wrpn_dist_test::spawn({bin, "--seed", "-1", "--run-dir", dir + "/run"}, {}, dir + "/seed");
+  CHECK(wrpn_dist_test::wait_for(c, 60) != 0);
+  const std::string err = slurp(c.err);
+  INFO(err);
+  CHECK_THAT(err, Contains("--seed") && Contains("expected a non-negative integer, got -1"));
+  CHECK_FALSE(wrpn::train::path_exists(dir + "/run"));
+}

@@ -62,6 +62,16 @@ CLI::Option* add_flag(CLI::App& app, const train::OptionDescriptor& d,
         } else {
           CLI::Option* o = app.add_option(d.flag, *p, text)->capture_default_str();
           if constexpr (std::is_same_v<T, std::vector<int64_t>>) o->delimiter(',');
+          // An unsigned value (the seed) given as "-1" would wrap to 2^64 - 1: refuse it.
+          if constexpr (std::is_unsigned_v<T>) {
+            o->check(CLI::Validator(
+                [](const std::string& v) {
+                  return v.find('-') == std::string::npos
+                             ? std::string()
+                             : "expected a non-negative integer, got " + v;
+                },
+                "UINT"));
+          }
           if (!d.choices.empty()) o->check(CLI::IsMember(d.choices));
           return o;
         }
