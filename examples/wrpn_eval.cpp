@@ -27,7 +27,10 @@ int main(int argc, char** argv) {
     app.add_option("--split", split, "train or test")->capture_default_str();
     wrpn::cli::add_device_flag(app, device);
     wrpn::cli::add_batch_size_flag(app, batch_size, "batch size");
-    app.add_option("--limit", limit, "evaluate only the first N images");
+    app.add_option("--limit", limit,
+                   "evaluate only the first N images (0: all; default: the run's --limit-test "
+                   "when evaluating on its data)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--image-size", image_size, "folder datasets: crop size")->capture_default_str();
     wrpn::cli::add_threads_flag(app, threads);
     wrpn::cli::add_json_flag(app, json_out, "also write the result to this JSON file");
@@ -51,6 +54,10 @@ int main(int argc, char** argv) {
       if (root.empty() && has) root = extra["options"].value("data_root", "");
       if (has && !app.get_option("--image-size")->count()) {
         image_size = extra["options"].value("image_size", image_size);
+      }
+      // The run's own test split: the images its recorded accuracies were measured on.
+      if (has && split == "test" && !app.get_option("--limit")->count()) {
+        limit = extra["options"].value("limit_test", limit);
       }
     }
     inference.on_deployed = [](const wrpn::deploy::IntegerModel& m) {

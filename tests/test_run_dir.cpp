@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
+#include <wrpn/models/checkpoint.h>
 #include <wrpn/train/trainer.h>
 
 #include <catch2/catch.hpp>
@@ -263,4 +264,24 @@ TEST_CASE("a negative seed on the command line is refused, not wrapped", "[train
   INFO(err);
   CHECK_THAT(err, Contains("--seed") && Contains("expected a non-negative integer, got -1"));
   CHECK_FALSE(wrpn::train::path_exists(dir + "/run"));
+}
+
+TEST_CASE("wrpn_eval evaluates a run's checkpoint on the run's test images", "[train][rundir]") {
+  const std::string dir = temp_dir("rundir_eval");
+  TrainOptions o = tiny(dir);  // --limit-test 32
+  wrpn::train::fit(o);
+  const std::string bin = std::string(WRPN_TEST_BINARY_DIR) + "/examples/wrpn_eval";
+  auto c = wrpn_dist_test::spawn({bin, dir + "/best.ckpt", "--data-root", o.data_root, "--threads",
+                                  "1", "--json", dir + "/eval.json"},
+                                 {}, dir + "/eval");
+  REQUIRE(wrpn_dist_test::wait_for(c, 120) == 0);
+  const auto j = nlohmann::json::parse(slurp(dir + "/eval.json"));
+  CHECK(j["images"] == 32);
+  const auto meta = wrpn::models::read_checkpoint(dir + "/best.ckpt");
+  CHECK(j["top1"].get<double>() == Approx(meta.info.metrics.at("test_top1")).epsilon(1e-12));
+  auto all = wrpn_dist_test::spawn({bin, dir + "/best.ckpt", "--data-root", o.data_root, "--limit",
+                                    "0", "--threads", "1", "--json", dir + "/eval_all.json"},
+                                   {}, dir + "/eval_all");
+  REQUIRE(wrpn_dist_test::wait_for(all, 120) == 0);
+  CHECK(nlohmann::json::parse(slurp(dir + "/eval_all.json"))["images"] == 355);
 }
