@@ -52,6 +52,12 @@ c10::OperatorHandle onednn_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
+/// The convolution every forward calls, looked up once (not per call on the hot path).
+const c10::OperatorHandle& qconv_op() {
+  static const c10::OperatorHandle op = onednn_op("onednn::qconv2d_pointwise");
+  return op;
+}
+
 std::vector<int64_t> expand2(std::vector<int64_t> v, const char* what) {
   if (v.size() == 1) v.push_back(v[0]);
   TORCH_CHECK(v.size() == 2, "IntegerConv2d: ", what, " takes 1 or 2 values, got ", v.size());
@@ -244,7 +250,7 @@ torch::Tensor IntegerConv2d::run_onednn(const torch::Tensor& codes, const torch:
                        std::string(attr),
                        std::move(scalars),
                        std::string("")};
-  onednn_op("onednn::qconv2d_pointwise").callBoxed(&st);
+  qconv_op().callBoxed(&st);
   return st.at(0).toTensor();
 }
 
