@@ -7,7 +7,8 @@
 #   - the built-in digits dataset (from Debian's python3-sklearn package file, not installed)
 #   - cmake configure + build; CUDA kernels too whenever nvcc is found (no GPU needed)
 # Environment: WRPN_BUILD_DIR (default build), WRPN_BUILD_TYPE (default Release),
-#              WRPN_JOBS (default nproc), WRPN_SKIP_APT=1 to skip the package step.
+#              WRPN_JOBS (default nproc), WRPN_SKIP_APT=1 to skip the package step,
+#              WRPN_SETUP_BUILD=0 to stop before the build.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -67,7 +68,11 @@ TORCH_PREFIX="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 # 3. Data (optional pieces live in their own script).
 if [[ -x scripts/fetch_data.sh ]]; then scripts/fetch_data.sh; fi
 
-# 4. Configure and build.
+# 4. Configure and build (WRPN_SETUP_BUILD=0: stop here, for scripts that build elsewhere).
+if [[ "${WRPN_SETUP_BUILD:-1}" == 0 ]]; then
+  log "done (no build: WRPN_SETUP_BUILD=0)"
+  exit 0
+fi
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   log "configuring $BUILD_DIR ($BUILD_TYPE)"
   mkdir -p "$BUILD_DIR"

@@ -371,6 +371,36 @@ TEST_CASE("data: Digits: a missing or corrupt file names the file and how to fet
     CHECK_THROWS_WITH(wrpn::data::Digits(dir.path().string(), Split::Train),
                       Contains("no digits") && Contains("fetch_data.sh"));
   }
+  SECTION("control bytes and binary garbage are shown escaped, never raw") {
+    std::string line = digits_line(digit_pixels(0), 1);
+    line.replace(0, 1, std::string("\x1b[2J\xff\x01", 6));
+    write_bytes(dir / "digits.csv", line);
+    std::string message;
+    try {
+      wrpn::data::Digits(dir.path().string(), Split::Train);
+    } catch (const wrpn::data::DatasetError& e) {
+      message = e.what();
+    }
+    CHECK_THAT(message, Contains("pixel 1 is '\\x1b[2J\\xff\\x01'"));
+    for (const char c : message) CHECK((static_cast<unsigned char>(c) >= 0x20 && c != 0x7f));
+    // A long garbage field is cut, and its length said.
+    write_bytes(dir / "digits.csv", std::string(5000, 'z') + "," + line);
+    CHECK_THROWS_WITH(wrpn::data::Digits(dir.path().string(), Split::Train),
+                      Contains("...' (5000 bytes)"));
+  }
+  SECTION("too few digits for a test split") {
+    std::string csv;
+    for (int i = 0; i < 4; ++i) csv += digits_line(digit_pixels(i), i);  // 1 of each class
+    write_bytes(dir / "digits.csv", csv);
+    CHECK_NOTHROW(wrpn::data::Digits(dir.path().string(), Split::Train));
+    CHECK_THROWS_WITH(wrpn::data::Digits(dir.path().string(), Split::Test),
+                      Contains("4 digits leave none for the test split"));
+  }
+  SECTION("a decompressed size past the limit is refused while reading") {
+    write_bytes(dir / "digits.csv.gz", gzip_stored(std::string(80 << 20, '0')));
+    CHECK_THROWS_WITH(wrpn::data::Digits(dir.path().string(), Split::Train),
+                      Contains("more than 67108864 bytes of data"));
+  }
   SECTION("truncated gzip") {
     std::string gz = gzip_stored(digits_line(digit_pixels(0), 1) + digits_line(digit_pixels(1), 2));
     write_bytes(dir / "digits.csv.gz", gz.substr(0, gz.size() - 30));
@@ -896,6 +926,23 @@ TEST_CASE("data: ImageFolder: missing folders and bad layouts are named", "[data
                     Contains(root + "/test") && Contains("same class folders"));
   CHECK_THROWS(wrpn::data::ImageFolder(root, Split::Train,
                                        DatasetOptions().image_size(300).resize_size(256)));
+
+  // A class folder without readable images: an error for train (a class no image teaches), a
+  // named warning for val.
+  TempDir two;
+  const std::string root2 = two.path().string();
+  for (const char* split : {"train", "val"}) {
+    for (const char* cls : {"a", "empty"}) fs::create_directories(two.path() / split / cls);
+    wrpn::data::write_png(two / (std::string(split) + "/a/y.png"), pattern(8, 8, 0));
+  }
+  write_bytes(two / "train/empty/x.jpg", "not a jpeg");
+  const auto small = DatasetOptions().image_size(8).resize_size(8);
+  CHECK_THROWS_WITH(wrpn::data::ImageFolder(root2, Split::Train, small),
+                    Contains(root2 + "/train has class folders without readable images: 'empty'") &&
+                        Contains("remove the folders or add images"));
+  WarningCapture warnings;
+  CHECK(wrpn::data::ImageFolder(root2, Split::Test, small).num_classes() == 2);
+  CHECK(warnings.any_contains("val has class folders without readable images: 'empty'"));
 }
 
 TEST_CASE("data: ImageFolder augmentation: shapes and determinism under a seed", "[data]") {
@@ -1195,10 +1242,21 @@ TEST_CASE("data: read_idx: bad files name the file and what was expected", "[dat
   fails_with(good.substr(0, 10), 3, "truncated header: 10 bytes, expected 16");
   fails_with(good.substr(0, good.size() - 1), 3,
              "17 data bytes, expected 18 (2 x 3 x 3 from the header): the file is truncated");
-  fails_with(good + "xy", 3, "20 data bytes, expected 18 (2 x 3 x 3 from the header): trailing");
-  // A header that claims far more than the file holds.
+  fails_with(good + "xy", 3,
+             "more than 18 data bytes, expected 18 (2 x 3 x 3 from the header): trailing");
+  // A header that claims far more than any file: refused from the header alone.
   fails_with(idx_bytes({4000000000u, 4000000000u, 4000000000u}, "abc"), 3,
-             "3 data bytes, expected more than the file holds");
+             "(4000000000 x 4000000000 x 4000000000) claims more than 17179869184 data bytes");
+  // 10 GB claimed, 3 bytes there: the reader reads what the file holds, not what it claims.
+  fails_with(idx_bytes({100000u, 1000u, 100u}, "abc"), 3,
+             "3 data bytes, expected 10000000000 (100000 x 1000 x 100 from the header): the "
+             "file is truncated");
+  // Not a regular file: named, and no read that would block on a FIFO.
+  REQUIRE_THROWS_WITH(wrpn::data::read_idx(dir.path().string(), 3),
+                      Contains(dir.path().string()) && Contains("directory"));
+  const std::string fifo = dir / "fifo.idx";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  REQUIRE_THROWS_WITH(wrpn::data::read_idx(fifo, 3), Contains(fifo) && Contains("FIFO"));
   const std::string gz = gzip_stored(good);
   fails_with(gz.substr(0, gz.size() - 12), 3, "corrupt or truncated gzip data");
   REQUIRE_THROWS_WITH(wrpn::data::read_idx(dir / "missing.idx"),

@@ -310,7 +310,7 @@ TEST_CASE("nn: PrecisionConfig: validation errors name the field and what is exp
       {R"({"width": 65})", {"width = 65"}},
       {R"({"width": "2"})", {"width", "expected a number"}},
       {R"({"fp32_first_layer": 1})", {"fp32_first_layer", "true or false"}},
-      {R"({"widht": 2})", {"unknown key \"widht\"", "width"}},
+      {R"({"widht": 2})", {"unknown key 'widht'", "width"}},
       {R"({"overrides": {"conv1": 9000}})", {"overrides[\"conv1\"] = 9000"}},
       {R"({"overrides": ["conv1"]})", {"overrides", "module name -> bits"}},
       {R"([4, 4])", {"expected a JSON object"}},

@@ -24,6 +24,7 @@
 namespace {
 
 using Catch::Contains;
+using Catch::StartsWith;
 using nlohmann::json;
 
 std::string slurp(const std::string& path) {
@@ -203,4 +204,72 @@ TEST_CASE("resume from a last.ckpt with a garbage optimizer state says so", "[tr
   o.resume = true;
   CHECK_THROWS_WITH(wrpn::train::fit(o),
                     Contains("optimizer state in") && Contains("last.ckpt cannot be read"));
+}
+
+TEST_CASE("JSON a user writes: repeated keys and deep nesting are refused in one line",
+          "[models][readers][json]") {
+  using wrpn::util::parse_json;
+  CHECK(parse_json(R"({"a": {"b": 1}, "c": [1, {"b": 2}]})", "x")["c"][1]["b"] == 2);
+  // The same key in two different objects is fine; twice in one object is not.
+  CHECK_THROWS_WITH(parse_json(R"({"lr": 0.1, "epochs": 3, "lr": 0.2})", "--config 'c.json'"),
+                    StartsWith("--config 'c.json': key 'lr' appears twice in one object"));
+  CHECK_THROWS_WITH(parse_json(R"({"o": {"k": 1, "k": 1}})", "x"),
+                    Contains("key 'k' appears twice"));
+  CHECK_THROWS_WITH(wrpn::PrecisionConfig::from_json(R"({"weight_bits": 4, "weight_bits": 2})"),
+                    Contains("precision config: key 'weight_bits' appears twice"));
+  // 64 levels parse, 65 do not (printing a value 100,000 levels deep would exhaust the stack).
+  const auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  CHECK_NOTHROW(parse_json(nested(64), "x"));
+  CHECK_THROWS_WITH(parse_json(nested(65), "x"), StartsWith("x: nested deeper than 64 levels"));
+  CHECK_THROWS_WITH(parse_json(nested(100000), "x"), StartsWith("x: nested deeper than 64 levels"));
+  // Invalid JSON: the parser's message, with the bytes it read shown escaped.
+  std::string message;
+  try {
+    parse_json(std::string("{\"a\": \x01\xff}", 8), "cfg");
+  } catch (const c10::Error& e) {
+    message = e.what_without_backtrace();
+  }
+  CHECK_THAT(message, Contains("cfg: not valid JSON ("));
+  for (const char c : message) CHECK((static_cast<unsigned char>(c) >= 0x20 && c != 0x7f));
+  // Keys and values from the file are escaped and cut in errors.
+  CHECK_THROWS_WITH(wrpn::PrecisionConfig::from_json("{\"w\\u001b[2J\": 1}"),
+                    Contains("unknown key 'w\\x1b[2J'"));
+  CHECK_THROWS_WITH(
+      wrpn::PrecisionConfig::from_json("{\"width\": \"" + std::string(10000, 'x') + "\"}"),
+      Contains("expected a number, got '\"xxxx") && Contains("(10002 bytes)"));
+  // A training config: the same, through TrainOptions.
+  wrpn::train::TrainOptions o;
+  CHECK_THROWS_WITH(o.update_from_json(json::parse(R"({"bogus\n": 1})")),
+                    Contains("unknown training config key 'bogus\\x0a'"));
+}
+
+TEST_CASE("printable() shows any bytes as one short printable line", "[models][readers][json]") {
+  using wrpn::util::printable;
+  CHECK(printable("abc") == "'abc'");
+  CHECK(printable("") == "''");
+  CHECK(printable(std::string("a\0b\n\t\x7f\x80\xff", 8)) == "'a\\x00b\\x0a\\x09\\x7f\\x80\\xff'");
+  CHECK(printable("it's \\") == "'it\\'s \\\\'");
+  CHECK(printable(std::string(100, 'q'), 4) == "'qqqq...' (100 bytes)");
+  CHECK(printable("qqqq", 4) == "'qqqq'");
+}
+
+TEST_CASE("config files and CIFAR-10 batches larger than they can be are refused unread",
+          "[models][readers]") {
+  const std::string dir = wrpn_test::temp_dir("readers_sizes");
+  const std::string cfg = dir + "/huge.json";
+  spit(cfg, "{}");
+  REQUIRE(::truncate(cfg.c_str(), (int64_t{16} << 20) + 1) == 0);
+  CHECK_THROWS_WITH(wrpn::fs::read_file(cfg, "--config 'huge.json'", wrpn::fs::kMaxConfigBytes),
+                    StartsWith("--config 'huge.json' is 16777217 bytes, more than the "
+                               "16777216 it may be"));
+  CHECK(wrpn::fs::read_file(cfg, "", -1).size() == (16u << 20) + 1);
+  const std::string batch = dir + "/test_batch.bin";
+  spit(batch, "x");
+  REQUIRE(::truncate(batch.c_str(), int64_t{3073} * 400000) == 0);  // 1.2 GB, sparse
+  const long rss0 = max_rss_kib();
+  CHECK_THROWS_WITH(wrpn::data::Cifar10(dir, wrpn::data::Split::Test),
+                    Contains("1229200000 bytes, more than the 1073741824 a CIFAR-10 batch file"));
+  CHECK(max_rss_kib() - rss0 < 64 * 1024);
+  ::unlink(batch.c_str());
+  ::unlink(cfg.c_str());
 }

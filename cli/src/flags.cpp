@@ -2,6 +2,8 @@
 #include <c10/util/Exception.h>
 #include <wrpn/cli/flags.h>
 #include <wrpn/train/utils.h>
+#include <wrpn/util/fs.h>
+#include <wrpn/util/text.h>
 
 #include <nlohmann/json.hpp>
 #include <type_traits>
@@ -124,7 +126,10 @@ PrecisionFlags::PrecisionFlags(CLI::App& app, PrecisionConfig& target)
 void PrecisionFlags::apply() const {
   PrecisionConfig p = target_;
   const bool file = !config_file_.empty();
-  if (file) p = PrecisionConfig::from_json(train::read_file(config_file_));
+  if (file) {
+    p = PrecisionConfig::from_json(fs::read_file(
+        config_file_, "--precision-config '" + config_file_ + "'", fs::kMaxConfigBytes));
+  }
   if (!file || weight_bits_opt_->count()) p.weight_bits = weight_bits_;
   if (!file || act_bits_opt_->count()) p.act_bits = act_bits_;
   if (!file || width_opt_->count()) p.width = width_;
@@ -172,13 +177,8 @@ void load_config_arg(int argc, char** argv, train::TrainOptions& o) {
     } else {
       continue;
     }
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(train::read_file(file));
-    } catch (const nlohmann::json::exception& e) {
-      TORCH_CHECK_VALUE(false, "--config ", file, " is not valid JSON: ", e.what());
-    }
-    o.update_from_json(j);
+    const std::string what = "--config '" + file + "'";
+    o.update_from_json(util::parse_json(fs::read_file(file, what, fs::kMaxConfigBytes), what));
   }
 }
 

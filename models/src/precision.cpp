@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <wrpn/util/text.h>
 
 #include <cmath>
 #include <set>
@@ -126,14 +127,7 @@ PrecisionConfig PrecisionConfig::from_json(const std::string& text) {
 namespace detail {
 
 nlohmann::json parse_json(const std::string& text, const std::string& what) {
-  std::string error;
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    error = e.what();
-  }
-  TORCH_CHECK(false, what, ": not valid JSON (", error, ")");
-  return {};
+  return wrpn::util::parse_json(text, what);
 }
 
 nlohmann::json precision_to_json(const PrecisionConfig& c) {
@@ -157,20 +151,21 @@ namespace {
 
 int64_t get_bits(const nlohmann::json& v, const std::string& key) {
   TORCH_CHECK(v.is_number_integer(), key, ": expected an integer number of bits (1..16, or 32),",
-              " got ", v.dump());
+              " got ", wrpn::util::json_excerpt(v));
   return v.get<int64_t>();
 }
 
 }  // namespace
 
 PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& where) {
-  TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", j.dump());
+  TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", wrpn::util::json_excerpt(j));
   static const std::set<std::string> kKeys = {
       "weight_bits",        "act_bits",  "width",  "fp32_first_layer", "fp32_last_layer",
       "quantized_residual", "overrides", "scheme", "fixed_stochastic"};
   PrecisionConfig c;
   for (const auto& [key, v] : j.items()) {
-    TORCH_CHECK(kKeys.count(key), where, ": unknown key \"", key, "\"; expected one of ",
+    TORCH_CHECK(kKeys.count(key), where, ": unknown key ", wrpn::util::printable(key),
+                "; expected one of ",
                 "weight_bits, act_bits, width, fp32_first_layer, fp32_last_layer, ",
                 "quantized_residual, overrides, scheme, fixed_stochastic");
     const std::string what = where + ": " + key;
@@ -179,14 +174,16 @@ PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& 
     } else if (key == "act_bits") {
       c.act_bits = get_bits(v, what);
     } else if (key == "width") {
-      TORCH_CHECK(v.is_number(), what, ": expected a number, got ", v.dump());
+      TORCH_CHECK(v.is_number(), what, ": expected a number, got ", wrpn::util::json_excerpt(v));
       c.width = v.get<double>();
     } else if (key == "scheme") {
-      TORCH_CHECK(v.is_string(), what, ": expected \"wrpn\" or \"fixed\", got ", v.dump());
+      TORCH_CHECK(v.is_string(), what, ": expected \"wrpn\" or \"fixed\", got ",
+                  wrpn::util::json_excerpt(v));
       c.scheme = v.get<std::string>();
     } else if (key == "fp32_first_layer" || key == "fp32_last_layer" ||
                key == "quantized_residual" || key == "fixed_stochastic") {
-      TORCH_CHECK(v.is_boolean(), what, ": expected true or false, got ", v.dump());
+      TORCH_CHECK(v.is_boolean(), what, ": expected true or false, got ",
+                  wrpn::util::json_excerpt(v));
       bool& field = key == "fp32_first_layer"   ? c.fp32_first_layer
                     : key == "fp32_last_layer"  ? c.fp32_last_layer
                     : key == "fixed_stochastic" ? c.fixed_stochastic
@@ -195,16 +192,16 @@ PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& 
     } else {
       TORCH_CHECK(v.is_object(), what,
                   ": expected an object of module name -> bits or fixed-point format, got ",
-                  v.dump());
+                  wrpn::util::json_excerpt(v));
       for (const auto& [name, value] : v.items()) {
-        const std::string entry = what + "[\"" + name + "\"]";
+        const std::string entry = what + "[" + wrpn::util::printable(name) + "]";
         if (value.is_string()) {
           c.fixed_point[name] = FixedPointFormat::parse(value.get<std::string>());
         } else {
           TORCH_CHECK(value.is_number_integer(), entry,
                       ": expected bits (1..16, or 32) or a fixed-point format such as \"Q2.14\" "
                       "or \"fixed16\", got ",
-                      value.dump());
+                      wrpn::util::json_excerpt(value));
           c.overrides[name] = value.get<int64_t>();
         }
       }

@@ -3,6 +3,7 @@
 #include "wrpn/models/registry.h"
 
 #include <c10/util/Exception.h>
+#include <wrpn/util/text.h>
 
 #include <map>
 #include <mutex>
@@ -57,25 +58,26 @@ nlohmann::json spec_to_json(const ModelSpec& s) {
 }
 
 ModelSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
-  TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", j.dump());
+  TORCH_CHECK(j.is_object(), where, ": expected a JSON object, got ", wrpn::util::json_excerpt(j));
   ModelSpec s;
   for (const auto& [key, v] : j.items()) {
     const std::string what = where + ": " + key;
     if (key == "name" || key == "init") {
-      TORCH_CHECK(v.is_string(), what, ": expected a string, got ", v.dump());
+      TORCH_CHECK(v.is_string(), what, ": expected a string, got ", wrpn::util::json_excerpt(v));
       if (key == "name") {
         s.name = v.get<std::string>();
       } else {
         s.init = nn::weight_init_from_string(v.get<std::string>());
       }
     } else if (key == "num_classes" || key == "in_channels") {
-      TORCH_CHECK(v.is_number_integer(), what, ": expected an integer, got ", v.dump());
+      TORCH_CHECK(v.is_number_integer(), what, ": expected an integer, got ",
+                  wrpn::util::json_excerpt(v));
       (key == "num_classes" ? s.num_classes : s.in_channels) = v.get<int64_t>();
     } else if (key == "precision") {
       s.precision = wrpn::detail::precision_from_json(v, what);
     } else {
-      TORCH_CHECK(false, where, ": unknown key \"", key,
-                  "\"; expected name, num_classes, in_channels, init, precision");
+      TORCH_CHECK(false, where, ": unknown key ", wrpn::util::printable(key),
+                  "; expected name, num_classes, in_channels, init, precision");
     }
   }
   s.validate();

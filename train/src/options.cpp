@@ -3,6 +3,7 @@
 #include <wrpn/models/registry.h>
 #include <wrpn/nn/init.h>
 #include <wrpn/train/options.h>
+#include <wrpn/util/text.h>
 
 #include <cmath>
 #include <type_traits>
@@ -164,7 +165,7 @@ json field_to_json(const OptionField& field) {
 void field_from_json(const OptionDescriptor& d, const OptionField& field, const json& v) {
   const auto wrong = [&](const char* want) {
     TORCH_CHECK_VALUE(false, "training config key '", d.key, "' has the wrong type: expected ",
-                      want, ", got ", v.dump());
+                      want, ", got ", wrpn::util::json_excerpt(v));
   };
   std::visit(
       [&](auto* p) {
@@ -339,7 +340,7 @@ void TrainOptions::update_from_json(const json& j) {
     for (const auto& e : train_option_table()) {
       if (!e.key.empty() && e.key == key) d = &e;
     }
-    TORCH_CHECK_VALUE(d != nullptr, "unknown training config key '", key, "'");
+    TORCH_CHECK_VALUE(d != nullptr, "unknown training config key ", wrpn::util::printable(key));
     field_from_json(*d, d->field(*this), v);
   }
 }

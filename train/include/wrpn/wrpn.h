@@ -28,4 +28,5 @@
 #include <wrpn/train/utils.h>
 #include <wrpn/util/fs.h>
 #include <wrpn/util/memory.h>
+#include <wrpn/util/text.h>
 #include <wrpn/version.h>

@@ -19,6 +19,7 @@
 
 #include "detail.h"
 #include "wrpn/util/fs.h"
+#include "wrpn/util/text.h"
 
 namespace wrpn::data {
 
@@ -301,13 +302,14 @@ DigitsFile parse_digits(const std::string& path, const std::string& text) {
                            std::isfinite(value) && value == std::floor(value);
       if (count <= 64) {
         if (!integer || value < 0 || value > 16) {
-          fail(where + "pixel " + std::to_string(count) + " is '" + field +
-               "', expected an integer 0..16 (" + kDigitsHint + ")");
+          fail(where + "pixel " + std::to_string(count) + " is " + util::printable(field) +
+               ", expected an integer 0..16 (" + kDigitsHint + ")");
         }
         out.pixels.push_back(static_cast<float>(value));
       } else {
         if (!integer || value < 0 || value > 9) {
-          fail(where + "label is '" + field + "', expected an integer 0..9 (" + kDigitsHint + ")");
+          fail(where + "label is " + util::printable(field) + ", expected an integer 0..9 (" +
+               kDigitsHint + ")");
         }
         out.labels.push_back(static_cast<int64_t>(value));
       }
@@ -338,7 +340,9 @@ std::string cifar_dir(const std::string& root) {
 }
 
 std::vector<std::string> cifar_class_names(const std::string& dir) {
-  std::ifstream meta(fs::join(dir, "batches.meta.txt"));
+  const std::string path = fs::join(dir, "batches.meta.txt");
+  if (!fs::is_regular_file(path)) return kCifarNames;  // a FIFO there would block the read
+  std::ifstream meta(path);
   if (!meta) return kCifarNames;
   std::vector<std::string> names;
   std::string line;
@@ -395,8 +399,14 @@ namespace {
 std::pair<TensorData, std::vector<int64_t>> load_digits(const std::string& root, Split split,
                                                         const DatasetOptions& options) {
   const std::string path = digits_file(root);
-  const DigitsFile file = parse_digits(path, detail::read_gzip_file(path, kDigitsHint));
+  const DigitsFile file =
+      parse_digits(path, detail::read_gzip_file(path, kDigitsHint, Digits::kMaxFileBytes));
   std::vector<int64_t> rows = stratified_split(file.labels, split, Digits::kSplitEvery);
+  if (rows.empty()) {
+    fail(path + ": " + std::to_string(file.labels.size()) + " digits leave none for the " +
+         split_name(split) + " split (every " + std::to_string(Digits::kSplitEvery) +
+         "th digit of each class is a test digit; " + kDigitsHint + ")");
+  }
   const auto n = static_cast<int64_t>(file.labels.size());
   const torch::Tensor all =
       torch::from_blob(const_cast<float*>(file.pixels.data()), {n, 1, 8, 8}, torch::kFloat);
@@ -430,6 +440,11 @@ TensorData load_cifar10(const std::string& root, Split split, const DatasetOptio
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
     if (size < 0) fail(path + ": cannot open or size the file");
+    if (size > Cifar10::kMaxFileBytes) {
+      fail(path + ": " + std::to_string(size) + " bytes, more than the " +
+           std::to_string(Cifar10::kMaxFileBytes) +
+           " a CIFAR-10 batch file may be (a full batch is 30,730,000 bytes)");
+    }
     if (size == 0 || size % Cifar10::kRecordBytes != 0) {
       fail(path + ": " + std::to_string(size) + " bytes is not a whole number of " +
            std::to_string(Cifar10::kRecordBytes) +

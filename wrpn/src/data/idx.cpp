@@ -14,6 +14,10 @@ namespace {
 
 [[noreturn]] void fail(const std::string& message) { throw DatasetError("wrpn::data: " + message); }
 
+// 16 GiB: 20 times ImageNet-sized MNIST layouts; the bound keeps a crafted header's product from
+// overflowing.
+constexpr uint64_t kMaxIdxBytes = uint64_t{16} << 30;
+
 const char kIdxHint[] =
     "expected an IDX file of unsigned bytes: magic 0x00 0x00 0x08 <number of dimensions>, one "
     "big-endian uint32 per dimension, then the bytes";
@@ -57,8 +61,11 @@ std::string dims_text(const std::vector<int64_t>& dims) {
 }  // namespace
 
 IdxArray read_idx(const std::string& path, int64_t expected_dims) {
-  if (!fs::is_regular_file(path)) fail("IDX file not found: " + path);
-  const std::string bytes = detail::read_gzip_file(path, kIdxHint);
+  if (!fs::path_exists(path)) fail("IDX file not found: " + path);
+  // The header is read and checked first: the data is read only once the header has said how
+  // long it is, so a file that is not IDX (or claims absurd sizes) costs a few bytes.
+  detail::GzipReader in(path, kIdxHint);
+  std::string bytes = in.read(4);
   const std::string where = path + ": ";
   if (bytes.size() < 4) {
     fail(where + std::to_string(bytes.size()) + " bytes, shorter than the 4-byte magic number (" +
@@ -81,28 +88,33 @@ IdxArray read_idx(const std::string& path, int64_t expected_dims) {
          (expected_dims == 3 ? " (images: count, rows, columns)" : " (labels: count)"));
   }
   const size_t header = 4 + 4 * static_cast<size_t>(ndims);
+  bytes += in.read(header - 4);
   if (bytes.size() < header) {
     fail(where + "truncated header: " + std::to_string(bytes.size()) + " bytes, expected " +
          std::to_string(header) + " for " + std::to_string(ndims) + " dimensions");
   }
   IdxArray out;
+  // Saturating product of the uint32 dimensions: past kMaxIdxBytes the exact value no longer
+  // matters.
   uint64_t total = 1;
   for (size_t d = 0; d < ndims; ++d) {
     const uint32_t n = big_endian_u32(bytes, 4 + 4 * d);
     out.dims.push_back(static_cast<int64_t>(n));
-    // uint32 factors: the product overflows only past 2^64, far beyond any file; cap it at the
-    // file size so the comparison below stays exact.
-    total = n == 0 ? 0 : (total > bytes.size() ? total : total * n);
+    total = n == 0 || total > kMaxIdxBytes ? (n == 0 ? 0 : total) : total * n;
   }
-  const uint64_t have = bytes.size() - header;
+  if (total > kMaxIdxBytes) {
+    fail(where + "the header (" + dims_text(out.dims) + ") claims more than " +
+         std::to_string(kMaxIdxBytes) + " data bytes, more than wrpn reads from an IDX file");
+  }
+  const std::string data = in.read(static_cast<size_t>(total) + 1);
+  const uint64_t have = data.size();
   if (have != total) {
-    const std::string expected =
-        total > bytes.size() ? "more than the file holds" : std::to_string(total);
-    fail(where + std::to_string(have) + " data bytes, expected " + expected + " (" +
-         dims_text(out.dims) + " from the header): " +
+    fail(where + (have < total ? std::to_string(have) : "more than " + std::to_string(total)) +
+         " data bytes, expected " + std::to_string(total) + " (" + dims_text(out.dims) +
+         " from the header): " +
          (have < total ? "the file is truncated" : "trailing bytes after the data"));
   }
-  out.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
+  out.data.assign(data.begin(), data.end());
   return out;
 }
 

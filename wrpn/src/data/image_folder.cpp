@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "wrpn/util/fs.h"
+#include "wrpn/util/text.h"
 
 namespace wrpn::data {
 
@@ -169,6 +170,22 @@ ImageFolder::ImageFolder(const std::string& root, Split split, const DatasetOpti
       TORCH_WARN(reasons[i], " (skipped)");
       index->skipped_at_index.push_back({std::move(paths[i]), std::move(reasons[i])});
     }
+  }
+  std::vector<int64_t> per_class(index->class_names.size(), 0);
+  for (const int64_t label : index->labels) ++per_class[static_cast<size_t>(label)];
+  std::string empty;
+  for (size_t c = 0; c < per_class.size(); ++c) {
+    if (per_class[c] == 0) {
+      empty += (empty.empty() ? "" : ", ") + util::printable(index->class_names[c], 60);
+    }
+  }
+  if (!empty.empty() && !index->paths.empty()) {
+    // A class without training images cannot be learnt, yet would count as an output; a val
+    // folder may lack a class, which only makes its accuracy cover fewer classes.
+    const std::string message = dir + " has class folders without readable images: " + empty +
+                                " (expected <class>/*.jpg|jpeg|png in each)";
+    if (split == Split::Train) fail(message + "; remove the folders or add images");
+    TORCH_WARN(message, "; their classes have no test images");
   }
   if (index->paths.empty()) {
     fail(dir + ": no readable images (" + std::to_string(index->skipped_at_index.size()) +

@@ -105,9 +105,11 @@ std::string read_prefix(const std::string& path, size_t n, const std::string& wh
   return data;
 }
 
-std::string read_file(const std::string& path, const std::string& what) {
+std::string read_file(const std::string& path, const std::string& what, int64_t max_bytes) {
   const std::string name = what.empty() ? "'" + path + "'" : what;
-  regular_file_size(path, what);
+  const int64_t bytes = regular_file_size(path, what);
+  TORCH_CHECK(max_bytes < 0 || bytes <= max_bytes, name, " is ", bytes, " bytes, more than the ",
+              max_bytes, " it may be");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.is_open(), "cannot open ", name, ": ", os_error());
   in.seekg(0, std::ios::end);

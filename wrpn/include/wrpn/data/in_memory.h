@@ -56,6 +56,9 @@ class Digits : public InMemoryDataset {
   static constexpr double kStd = 0.3238;
   static constexpr int64_t kImageSize = 32;
   static constexpr int64_t kSplitEvery = 5;
+  /// The largest digits file read (decompressed), far above the 1,797-digit file's ~0.5 MB; a
+  /// larger one (or a gzip bomb) is refused once this much has been decompressed.
+  static constexpr int64_t kMaxFileBytes = int64_t{64} << 20;
 
   /// `root` is a directory with digits.csv.gz (or digits.csv), or the file itself. A missing or
   /// malformed file throws DatasetError naming it and saying how to fetch it.
@@ -78,6 +81,9 @@ class Cifar10 : public InMemoryDataset {
   static constexpr double kMean[3] = {0.4914, 0.4822, 0.4465};
   static constexpr double kStd[3] = {0.2470, 0.2435, 0.2616};
   static constexpr int64_t kRecordBytes = 3073;
+  /// The largest batch file read: 1 GiB, 35 times a real batch; the size is checked before
+  /// anything is read or allocated.
+  static constexpr int64_t kMaxFileBytes = int64_t{1} << 30;
 
   /// `root` holds the .bin files directly or in a cifar-10-batches-bin/ subdirectory. Class names
   /// come from batches.meta.txt when it is there. Missing files, sizes that are not whole records

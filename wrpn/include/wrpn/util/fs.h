@@ -18,8 +18,13 @@ namespace fs {
 void atomic_write(const std::string& path, std::string_view bytes, bool make_parents = true);
 
 /// The whole file. Throws c10::Error "cannot open <what>: <OS error>" (or "cannot read ..."),
-/// `what` defaulting to the quoted path.
-std::string read_file(const std::string& path, const std::string& what = "");
+/// `what` defaulting to the quoted path; a file larger than `max_bytes` is refused before it
+/// is read ("<what> is N bytes, more than the M a <kind> can be").
+std::string read_file(const std::string& path, const std::string& what = "",
+                      int64_t max_bytes = -1);
+
+/// The largest config file (precision config, training options) readers accept: 16 MiB.
+constexpr int64_t kMaxConfigBytes = int64_t{16} << 20;
 
 /// Throws unless `path` (links followed) is a regular file, naming what it is instead (a
 /// directory, a FIFO, a device, a socket) or why it cannot be read; returns its size in bytes.
