@@ -16,6 +16,7 @@
 #include "wrpn/nn/layers.h"
 #include "wrpn/ops.h"
 #include "wrpn/util/fs.h"
+#include "wrpn/util/text.h"
 #include "wrpn/version.h"
 
 namespace wrpn {
@@ -194,7 +195,12 @@ Classifier import_packed(const std::string& path) {
                   quantized ? std::to_string(qbits.at(name)) : std::string("32"), " bits");
       TORCH_CHECK(static_cast<int64_t>(bytes) == packed_bytes(n, bits), what, ": \"", name,
                   "\" holds ", bytes, " bytes, expected ", packed_bytes(n, bits));
-      const double scale = e.at("scale").get<double>();
+      double scale = 0;
+      try {
+        scale = e.at("scale").get<double>();
+      } catch (const nlohmann::json::exception& ex) {
+        TORCH_CHECK(false, what, ": the entry of \"", name, "\" has no numeric scale: ", ex.what());
+      }
       auto codes = torch::tensor(unpack_codes(raw, n, bits), torch::kLong);
       if (encoding == "binary") {
         value = torch::where(codes.eq(1), scale, -scale);
@@ -216,14 +222,14 @@ Classifier import_packed(const std::string& path) {
       value = torch::empty(shape, dtype);
       std::memcpy(value.data_ptr(), raw.data(), raw.size());
     } else {
-      TORCH_CHECK(false, what, ": \"", name, "\" has unknown encoding \"", encoding,
-                  "\"; expected int, binary, float32 or int64");
+      TORCH_CHECK(false, what, ": \"", name, "\" has unknown encoding ",
+                  wrpn::util::printable(encoding), "; expected int, binary, float32 or int64");
     }
     decoded[name] = value;
   }
   for (const auto& kv : entries) {
-    TORCH_CHECK(expected.count(kv.first), what, " has a tensor \"", kv.first,
-                "\" that the model lacks");
+    TORCH_CHECK(expected.count(kv.first), what, " has a tensor ", wrpn::util::printable(kv.first),
+                " that the model lacks");
   }
   torch::NoGradGuard no_grad;
   for (auto& [name, t] : state_of(*model)) t.copy_(decoded.at(name));
