@@ -1,10 +1,10 @@
 // IntegerConv2d: the exact integer convolution of WRPN codes on oneDNN's int8 convolution or on
 // im2col + at::_int_mm, and the epilogue that follows it.
 
-#include <cpuid.h>
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
+#include <wrpn/kernels/cpu_features.h>
 
 #include <algorithm>
 #include <mutex>
@@ -83,14 +83,6 @@ bool engine_available(Engine engine, const c10::Device& device) {
   return false;
 }
 
-/// Whether the CPU has VNNI (AVX512_VNNI: CPUID 7.0 ECX bit 11; AVX_VNNI: CPUID 7.1 EAX bit 4).
-bool cpu_has_vnni() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  bool vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (c & (1u << 11)) != 0;
-  if (!vnni && __get_cpuid_count(7, 1, &a, &b, &c, &d) != 0) vnni = (a & (1u << 4)) != 0;
-  return vnni;
-}
-
 /// The largest weight code whose products with uint8 codes, added in pairs, fit in int16.
 constexpr int64_t kMaxCodeWithoutVnni = 64;
 
@@ -141,13 +133,14 @@ IntegerConv2d::IntegerConv2d(const torch::Tensor& weight_codes, const torch::Ten
                 "IntegerConv2d: stride and dilation must be >= 1 and padding >= 0");
   }
   const torch::Tensor w_cpu = weight_codes.to(torch::kCPU);
-  TORCH_CHECK(w_cpu.numel() == 0 || w_cpu.to(torch::kShort).abs().max().item<int64_t>() <= 127,
+  const int64_t w_max =
+      w_cpu.numel() == 0 ? 0 : w_cpu.to(torch::kShort).abs().max().item<int64_t>();
+  TORCH_CHECK(w_max <= 127,
               "IntegerConv2d: weight codes must lie in -127..127 (the symmetric WRPN grid)");
   engine_ = resolve_engine(options.engine(), device_);
   TORCH_CHECK(engine_ != Engine::kFloat, "IntegerConv2d: the float engine has no integer conv");
-  if (engine_ == Engine::kOneDnn && groups == 1 &&
-      !cpu_has_vnni() && w_cpu.numel() > 0 &&
-      w_cpu.to(torch::kShort).abs().max().item<int64_t>() > kMaxCodeWithoutVnni) {
+  static const bool vnni = kernels::cpu_has_vnni();
+  if (engine_ == Engine::kOneDnn && groups == 1 && !vnni && w_max > kMaxCodeWithoutVnni) {
     // Without VNNI oneDNN's u8 x s8 kernels add pairs of products in saturating int16: uint8
     // codes up to 255 times weight codes above 64 can overflow it. Such layers (8-bit weights)
     // take the exact GEMM engine instead.

@@ -2,10 +2,10 @@
 
 #include <ATen/Version.h>
 #include <c10/util/Exception.h>
-#include <cpuid.h>
 
 #include <atomic>
 
+#include "wrpn/kernels/cpu_features.h"
 #include "wrpn/kernels/quantize_cpu.h"
 
 namespace wrpn::cpu {
@@ -13,21 +13,16 @@ namespace {
 
 using kernels::QuantKernels;
 
-// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
-bool has_f16c() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
-}
-
 bool cpu_has(const std::string& name) {
   if (name == "DEFAULT") return true;
   if (name == "AVX2") {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           kernels::cpu_has_f16c();
   }
   if (name == "AVX512") {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("fma") && has_f16c();
+           __builtin_cpu_supports("fma") && kernels::cpu_has_f16c();
   }
   return false;
 }

@@ -45,7 +45,7 @@ struct Parsed {
 
 Parsed parse(const std::string& data, const std::string& what) {
   auto sections = detail::parse_container(data, kMagic, kFormatVersion, 3, what);
-  const auto header = wrpn::detail::parse_json(std::string(sections[0]), what + " header");
+  const auto header = wrpn::util::parse_json(sections[0], what + " header");
   TORCH_CHECK(header.is_object() && header.value("format", "") == "wrpn-checkpoint", what,
               ": the header is not a wrpn checkpoint header");
   Parsed p;
@@ -157,7 +157,7 @@ void save_checkpoint(const std::string& path, const ClassifierImpl& model,
       {"model", detail::spec_to_json(model.spec())},
       {"epoch", info.epoch},
       {"metrics", metrics},
-      {"extra", wrpn::detail::parse_json(info.extra_json, what + ": extra_json")}};
+      {"extra", wrpn::util::parse_json(info.extra_json, what + ": extra_json")}};
   // A tuple of (name, tensor) pairs: unlike a typed dict it pickles without TorchScript type
   // tags, so Python's torch.load(..., weights_only=True) reads it.
   std::vector<c10::IValue> pairs;

@@ -146,7 +146,7 @@ Classifier import_packed(const std::string& path) {
   const std::string what = "packed export '" + path + "'";
   const std::string data = detail::read_container_file(path, kMagic, kFormatVersion, what);
   const auto sections = detail::parse_container(data, kMagic, kFormatVersion, 2, what);
-  const auto header = wrpn::detail::parse_json(std::string(sections[0]), what + " header");
+  const auto header = wrpn::util::parse_json(sections[0], what + " header");
   const std::string_view payload = sections[1];
   TORCH_CHECK(header.is_object() && header.value("format", "") == "wrpn-packed" &&
                   header.contains("model") && header.contains("tensors") &&

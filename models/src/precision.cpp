@@ -120,15 +120,11 @@ std::string PrecisionConfig::to_json(int indent) const {
 }
 
 PrecisionConfig PrecisionConfig::from_json(const std::string& text) {
-  return detail::precision_from_json(detail::parse_json(text, "precision config"),
+  return detail::precision_from_json(wrpn::util::parse_json(text, "precision config"),
                                      "precision config");
 }
 
 namespace detail {
-
-nlohmann::json parse_json(const std::string& text, const std::string& what) {
-  return wrpn::util::parse_json(text, what);
-}
 
 nlohmann::json precision_to_json(const PrecisionConfig& c) {
   nlohmann::json overrides = nlohmann::json::object();

@@ -15,8 +15,5 @@ nlohmann::json precision_to_json(const PrecisionConfig& config);
 /// Parses and validates; `where` names the object in error messages ("precision config").
 PrecisionConfig precision_from_json(const nlohmann::json& j, const std::string& where);
 
-/// Parses JSON text, throwing c10::Error that names `what` and the parser's message.
-nlohmann::json parse_json(const std::string& text, const std::string& what);
-
 }  // namespace detail
 }  // namespace wrpn

@@ -44,7 +44,7 @@ std::string ModelSpec::to_json(int indent) const {
 }
 
 ModelSpec ModelSpec::from_json(const std::string& text) {
-  return detail::spec_from_json(wrpn::detail::parse_json(text, "model spec"), "model spec");
+  return detail::spec_from_json(wrpn::util::parse_json(text, "model spec"), "model spec");
 }
 
 namespace detail {
