@@ -8,6 +8,10 @@
 #   dataset-fashion-mnist:
 #     data/fashion_mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
 #                                        Fashion-MNIST: 60,000 training and 10,000 test 28x28 images
+#   r-cran-janeaustenr:
+#     data/austen/<novel>.txt            Jane Austen's six novels, one line of the text a line, read
+#                                        out of the package's R lazy-load database by
+#                                        scripts/austen_text.py (no R needed)
 # Idempotent: a dataset already there (and whole) is not fetched again.
 # Environment: WRPN_DATA_DIR (default <repo>/data).
 set -euo pipefail
@@ -27,6 +31,12 @@ declare -A FASHION_BYTES=(
   [train-images-idx3-ubyte.gz]=47040016 [train-labels-idx1-ubyte.gz]=60008
   [t10k-images-idx3-ubyte.gz]=7840016 [t10k-labels-idx1-ubyte.gz]=10008)
 
+AUSTEN="$DATA/austen"
+# Lines of each novel in janeaustenr 1.0.0.
+declare -A AUSTEN_LINES=(
+  [sensesensibility]=12624 [prideprejudice]=13030 [mansfieldpark]=15349 [emma]=16235
+  [northangerabbey]=7856 [persuasion]=8328)
+
 count_rows() { gzip -dc "$1" 2>/dev/null | grep -c . || true; }
 gz_bytes() { gzip -dc "$1" 2>/dev/null | wc -c || true; }
 
@@ -45,7 +55,15 @@ have_fashion() {
   done
 }
 
-if have_digits && have_fashion; then
+have_austen() {
+  local n
+  for n in "${!AUSTEN_LINES[@]}"; do
+    [[ -s "$AUSTEN/$n.txt" ]] || return 1
+    [[ "$(wc -l < "$AUSTEN/$n.txt")" == "${AUSTEN_LINES[$n]}" ]] || return 1
+  done
+}
+
+if have_digits && have_fashion && have_austen; then
   log "data already present in $DATA"
   exit 0
 fi
@@ -112,4 +130,21 @@ if ! have_fashion; then
     install_file "$SRC/$f" "$FASHION/$f"
   done
   log "wrote ${FASHION_FILES[*]} to $FASHION"
+fi
+
+if ! have_austen; then
+  X="$(extract r-cran-janeaustenr)"
+  PKG="$(find "$X" -type d -path '*/site-library/janeaustenr' | head -n1)"
+  [[ -n "$PKG" ]] || die "r-cran-janeaustenr has no site-library/janeaustenr directory"
+  command -v python3 >/dev/null || die "python3 is needed to read janeaustenr's R data"
+  mkdir -p "$AUSTEN"
+  python3 "$ROOT/scripts/austen_text.py" "$PKG" "$TMP/austen" >/dev/null ||
+    die "could not read the novels out of $PKG/data/Rdata.rdb"
+  for n in "${!AUSTEN_LINES[@]}"; do
+    lines="$(wc -l < "$TMP/austen/$n.txt")"
+    [[ "$lines" == "${AUSTEN_LINES[$n]}" ]] ||
+      die "$n from r-cran-janeaustenr has $lines lines, expected ${AUSTEN_LINES[$n]}"
+    install_file "$TMP/austen/$n.txt" "$AUSTEN/$n.txt"
+  done
+  log "wrote the six novels to $AUSTEN"
 fi

@@ -17,6 +17,7 @@
 #include <wrpn/nn/quant_conv.h>
 #include <wrpn/nn/quant_linear.h>
 #include <wrpn/nn/quant_relu.h>
+#include <wrpn/nn/quant_rnn.h>
 #include <wrpn/nn/quantizer.h>
 #include <wrpn/nn/saved_codes.h>
 #include <wrpn/ops.h>

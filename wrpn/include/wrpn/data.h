@@ -8,4 +8,5 @@
 #include <wrpn/data/image.h>
 #include <wrpn/data/image_folder.h>
 #include <wrpn/data/in_memory.h>
+#include <wrpn/data/text.h>
 #include <wrpn/data/transforms.h>
