@@ -38,25 +38,27 @@ std::vector<std::pair<std::string, torch::Tensor>> state_of(const torch::nn::Mod
   return state;
 }
 
-struct Parsed {
-  CheckpointMeta meta;
+/// What every checkpoint's header holds beside its model: checked and range-checked.
+struct Common {
+  nlohmann::json header;
+  std::string library_version;
+  CheckpointInfo info;
   std::string_view state;
 };
 
-Parsed parse(const std::string& data, const std::string& what) {
+Common parse_common(const std::string& data, const std::string& what) {
   auto sections = detail::parse_container(data, kMagic, kFormatVersion, 3, what);
-  const auto header = wrpn::util::parse_json(sections[0], what + " header");
+  Common c;
+  c.header = wrpn::util::parse_json(sections[0], what + " header");
+  const auto& header = c.header;
   TORCH_CHECK(header.is_object() && header.value("format", "") == "wrpn-checkpoint", what,
               ": the header is not a wrpn checkpoint header");
-  Parsed p;
-  CheckpointMeta& m = p.meta;
   TORCH_CHECK(header.contains("model"), what, ": the header has no \"model\"");
-  m.spec = detail::spec_from_json(header.at("model"), what + " model");
-  m.library_version = header.value("library_version", "");
+  c.library_version = header.value("library_version", "");
   const auto epoch = header.value("epoch", nlohmann::json(0));
   TORCH_CHECK(epoch.is_number_integer(), what, ": \"epoch\" is not an integer");
-  m.info.epoch = epoch.get<int64_t>();
-  TORCH_CHECK(m.info.epoch >= 0 && m.info.epoch <= kMaxEpoch, what, ": \"epoch\" is ", m.info.epoch,
+  c.info.epoch = epoch.get<int64_t>();
+  TORCH_CHECK(c.info.epoch >= 0 && c.info.epoch <= kMaxEpoch, what, ": \"epoch\" is ", c.info.epoch,
               ", outside [0, ", kMaxEpoch, "]");
   if (header.contains("metrics")) {
     const auto& metrics = header.at("metrics");
@@ -65,12 +67,37 @@ Parsed parse(const std::string& data, const std::string& what) {
       TORCH_CHECK(v.is_number(), what, ": metric ", wrpn::util::printable(k), " is not a number");
       TORCH_CHECK(std::isfinite(v.get<double>()) || k.find("loss") != std::string::npos, what,
                   ": metric ", wrpn::util::printable(k), " is not finite");
-      m.info.metrics[k] = v.get<double>();
+      c.info.metrics[k] = v.get<double>();
     }
   }
-  m.info.extra_json = header.value("extra", nlohmann::json::object()).dump();
-  m.info.blob = std::string(sections[2]);
-  p.state = sections[1];
+  c.info.extra_json = header.value("extra", nlohmann::json::object()).dump();
+  c.info.blob = std::string(sections[2]);
+  c.state = sections[1];
+  return c;
+}
+
+/// The header's "model_kind": "classifier" for the zoo's models (whose headers predate it).
+std::string model_kind(const nlohmann::json& header, const std::string& what) {
+  if (!header.contains("model_kind")) return "classifier";
+  TORCH_CHECK(header.at("model_kind").is_string(), what, ": \"model_kind\" is not a string");
+  return header.at("model_kind").get<std::string>();
+}
+
+struct Parsed {
+  CheckpointMeta meta;
+  std::string_view state;
+};
+
+Parsed parse(const std::string& data, const std::string& what) {
+  Common c = parse_common(data, what);
+  const std::string kind = model_kind(c.header, what);
+  TORCH_CHECK(kind == "classifier", what, " holds a ", wrpn::util::printable(kind),
+              " model, not a classifier of the model zoo");
+  Parsed p;
+  p.meta.spec = detail::spec_from_json(c.header.at("model"), what + " model");
+  p.meta.library_version = std::move(c.library_version);
+  p.meta.info = std::move(c.info);
+  p.state = c.state;
   return p;
 }
 
@@ -145,19 +172,22 @@ void copy_state(const c10::Dict<std::string, torch::Tensor>& saved, torch::nn::M
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const ClassifierImpl& model,
-                     const CheckpointInfo& info) {
+namespace {
+
+void write_checkpoint(const std::string& path, const torch::nn::Module& model,
+                      nlohmann::json model_header, const char* kind, const CheckpointInfo& info) {
   const std::string what = "checkpoint '" + path + "'";
   nlohmann::json metrics = nlohmann::json::object();
   for (const auto& [k, v] : info.metrics) metrics[k] = v;
-  const nlohmann::json header = {
+  nlohmann::json header = {
       {"format", "wrpn-checkpoint"},
       {"format_version", kFormatVersion},
       {"library_version", wrpn::kVersion},
-      {"model", detail::spec_to_json(model.spec())},
+      {"model", std::move(model_header)},
       {"epoch", info.epoch},
       {"metrics", metrics},
       {"extra", wrpn::util::parse_json(info.extra_json, what + ": extra_json")}};
+  if (kind != nullptr) header["model_kind"] = kind;
   // A tuple of (name, tensor) pairs: unlike a typed dict it pickles without TorchScript type
   // tags, so Python's torch.load(..., weights_only=True) reads it.
   std::vector<c10::IValue> pairs;
@@ -172,6 +202,55 @@ void save_checkpoint(const std::string& path, const ClassifierImpl& model,
       kMagic, kFormatVersion,
       {header_text, std::string_view(state_bytes.data(), state_bytes.size()), info.blob});
   fs::atomic_write(path, file, /*make_parents=*/false);
+}
+
+ModuleCheckpointMeta parse_module(const std::string& data, const std::string& kind,
+                                  const std::string& what, std::string_view* state) {
+  Common c = parse_common(data, what);
+  const std::string found = model_kind(c.header, what);
+  TORCH_CHECK(found == kind, what, " holds a ", wrpn::util::printable(found), " model, not a ",
+              kind, " model");
+  ModuleCheckpointMeta m;
+  m.kind = found;
+  m.model_json = c.header.at("model").dump();
+  m.library_version = std::move(c.library_version);
+  m.info = std::move(c.info);
+  if (state != nullptr) *state = c.state;
+  return m;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const ClassifierImpl& model,
+                     const CheckpointInfo& info) {
+  write_checkpoint(path, model, detail::spec_to_json(model.spec()), nullptr, info);
+}
+
+void save_module_checkpoint(const std::string& path, const torch::nn::Module& model,
+                            const std::string& kind, const std::string& model_json,
+                            const CheckpointInfo& info) {
+  TORCH_CHECK(!kind.empty() && kind != "classifier",
+              "save_module_checkpoint: kind must name a "
+              "model family other than \"classifier\"");
+  write_checkpoint(path, model,
+                   wrpn::util::parse_json(model_json, "checkpoint '" + path + "': model_json"),
+                   kind.c_str(), info);
+}
+
+ModuleCheckpointMeta read_module_checkpoint(const std::string& path, const std::string& kind) {
+  const std::string what = "checkpoint '" + path + "'";
+  return parse_module(detail::read_container_file(path, kMagic, kFormatVersion, what), kind, what,
+                      nullptr);
+}
+
+ModuleCheckpointMeta load_module_checkpoint_into(const std::string& path, const std::string& kind,
+                                                 torch::nn::Module& model) {
+  const std::string what = "checkpoint '" + path + "'";
+  const std::string data = detail::read_container_file(path, kMagic, kFormatVersion, what);
+  std::string_view state;
+  ModuleCheckpointMeta m = parse_module(data, kind, what, &state);
+  copy_state(load_state(state, what), model, what);
+  return m;
 }
 
 CheckpointMeta read_checkpoint(const std::string& path) {

@@ -117,6 +117,42 @@ const std::set<std::string> kRoundingOptions = {"threads", "device"};
 
 }  // namespace
 
+std::string option_differences(const json& was, const json& now, const std::set<std::string>& place,
+                               const std::set<std::string>& rounding,
+                               std::vector<std::string>& warnings) {
+  std::string differ;
+  for (const auto& [key, value] : now.items()) {
+    if (place.count(key)) continue;
+    const json before = was.contains(key) ? was[key] : json();
+    if (before == value) continue;
+    if (rounding.count(key)) {
+      warnings.push_back("resuming with " + key + " " + value.dump() + " where the run used " +
+                         before.dump() +
+                         ": LibTorch's kernels reduce in an order that depends on it, so the "
+                         "result will not repeat an uninterrupted run bit for bit");
+      continue;
+    }
+    differ +=
+        (differ.empty() ? "" : "; ") + key + " was " + before.dump() + ", now " + value.dump();
+  }
+  return differ;
+}
+
+std::string optimizer_state(torch::optim::Optimizer& opt) { return optimizer_blob(opt, nullptr); }
+
+void load_optimizer_state(const std::string& blob, torch::optim::Optimizer& opt,
+                          torch::Device device, const std::string& what) {
+  TORCH_CHECK_VALUE(!blob.empty(), what, " has no optimizer state");
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(blob.data(), blob.size(), device);
+    opt.load(ar);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "the optimizer state in ", what, " cannot be read (",
+                      e.what_without_backtrace(), ")");
+  }
+}
+
 RunDir::RunDir(std::string dir, bool writer) : dir_(std::move(dir)), writer_(writer) {
   if (!writer_) return;
   make_directories(dir_);
@@ -180,23 +216,8 @@ ResumeState RunDir::resume(models::ClassifierImpl& model, torch::optim::Optimize
   if (teacher != nullptr) teacher->check_resume(extra);
   ResumeState st;
   if (extra.contains("options") && extra["options"].is_object()) {
-    const json was = extra["options"];
-    const json now = o.to_json();
-    std::string differ;
-    for (const auto& [key, value] : now.items()) {
-      if (kPlaceOptions.count(key)) continue;
-      const json before = was.contains(key) ? was[key] : json();
-      if (before == value) continue;
-      if (kRoundingOptions.count(key)) {
-        st.warnings.push_back("resuming with " + key + " " + value.dump() + " where the run used " +
-                              before.dump() +
-                              ": LibTorch's kernels reduce in an order that depends on it, so "
-                              "the result will not repeat an uninterrupted run bit for bit");
-        continue;
-      }
-      differ +=
-          (differ.empty() ? "" : "; ") + key + " was " + before.dump() + ", now " + value.dump();
-    }
+    const std::string differ = option_differences(extra["options"], o.to_json(), kPlaceOptions,
+                                                  kRoundingOptions, st.warnings);
     TORCH_CHECK_VALUE(differ.empty(), "--resume: ", last,
                       " was trained with other options than these, which would change the "
                       "result: ",
@@ -227,6 +248,11 @@ ResumeState RunDir::resume(models::ClassifierImpl& model, torch::optim::Optimize
 void RunDir::write_options(const TrainOptions& o) const {
   if (!writer_) return;
   atomic_write(path("options.json"), o.to_json().dump(2) + "\n");
+}
+
+void RunDir::write_options_json(const json& options) const {
+  if (!writer_) return;
+  atomic_write(path("options.json"), options.dump(2) + "\n");
 }
 
 void RunDir::append_metrics(const json& line) const {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,23 @@ struct ResumeState {
   /// change its rounding (threads, device): printed, not refused.
   std::vector<std::string> warnings;
 };
+
+/// Whether request_stop() was called since the last clear_stop() (trainer.cpp).
+bool stop_requested();
+void clear_stop();
+
+/// The differences between the options a run recorded (`was`) and `now` that would change its
+/// result, as "key was X, now Y; ..." ("" when none). Keys in `place` are skipped; a difference
+/// in a key of `rounding` (threads, device) is added to `warnings` instead.
+std::string option_differences(const nlohmann::json& was, const nlohmann::json& now,
+                               const std::set<std::string>& place,
+                               const std::set<std::string>& rounding,
+                               std::vector<std::string>& warnings);
+
+/// An optimizer's state as bytes (a checkpoint's blob), and back; errors name `what`.
+std::string optimizer_state(torch::optim::Optimizer& opt);
+void load_optimizer_state(const std::string& blob, torch::optim::Optimizer& opt,
+                          torch::Device device, const std::string& what);
 
 class RunDir {
  public:
@@ -65,6 +83,10 @@ class RunDir {
                      const TrainOptions& o, torch::Device device) const;
 
   void write_options(const TrainOptions& o) const;
+  /// options.json from any options' JSON (the language model's trainer).
+  void write_options_json(const nlohmann::json& options) const;
+  /// Keeps the metrics of epochs 1..epochs only: what a run resumed from that checkpoint owns.
+  void prune_metrics(int64_t epochs) const;
   void append_metrics(const nlohmann::json& line) const;
   void write_summary(const nlohmann::json& summary) const;
   void save_best(const models::ClassifierImpl& model, const models::CheckpointInfo& info) const;
@@ -74,8 +96,6 @@ class RunDir {
 
  private:
   std::string path(const char* name) const;
-  /// Keeps the metrics of epochs 1..epochs only: what a run resumed from that checkpoint owns.
-  void prune_metrics(int64_t epochs) const;
 
   std::string dir_;
   bool writer_ = true;

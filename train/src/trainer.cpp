@@ -357,6 +357,8 @@ json summary_json(Run& r, int64_t epoch, const EvalResult& ev, double last_ips, 
 }  // namespace
 
 void request_stop() { g_stop.store(true); }
+bool stop_requested() { return g_stop.load(); }
+void clear_stop() { g_stop.store(false); }
 
 json fit(const TrainOptions& o, const TrainHooks& hooks, std::shared_ptr<DataParallel> dp) {
   o.validate();

@@ -99,11 +99,16 @@ void Progress::print(bool final) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta =
       batches_ > 0 ? elapsed / batches_ * std::max<int64_t>(0, total_ - batches_) : 0;
-  std::fprintf(out_, "%s%s  batch %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  %s %s%s",
-               tty_ ? "\r" : "", label_.c_str(), static_cast<long long>(batches_),
-               static_cast<long long>(total_), mean_loss(), 100.0 * accuracy(), images_per_second(),
-               final ? "took" : "ETA", format_duration(final ? elapsed : eta).c_str(),
-               tty_ && !final ? "   " : "\n");
+  char metric[48] = "";
+  if (show_accuracy) {
+    std::snprintf(metric, sizeof metric, "  acc %.2f%%", 100.0 * accuracy());
+  } else if (show_perplexity) {
+    std::snprintf(metric, sizeof metric, "  ppl %.2f", std::exp(mean_loss()));
+  }
+  std::fprintf(out_, "%s%s  batch %lld/%lld  loss %.4f%s  %.0f %s/s  %s %s%s", tty_ ? "\r" : "",
+               label_.c_str(), static_cast<long long>(batches_), static_cast<long long>(total_),
+               mean_loss(), metric, images_per_second(), unit.c_str(), final ? "took" : "ETA",
+               format_duration(final ? elapsed : eta).c_str(), tty_ && !final ? "   " : "\n");
   std::fflush(out_);
 }
 

@@ -8,6 +8,7 @@
 #include <wrpn/models/checkpoint.h>
 #include <wrpn/models/classifier.h>
 #include <wrpn/models/cost.h>
+#include <wrpn/models/language_model.h>
 #include <wrpn/models/packed.h>
 #include <wrpn/models/registry.h>
 #include <wrpn/models/resnet.h>
@@ -24,6 +25,7 @@
 #include <wrpn/precision.h>
 #include <wrpn/train/distill.h>
 #include <wrpn/train/distributed.h>
+#include <wrpn/train/language_model.h>
 #include <wrpn/train/options.h>
 #include <wrpn/train/trainer.h>
 #include <wrpn/train/utils.h>

@@ -41,6 +41,29 @@ struct CheckpointMeta {
   CheckpointInfo info;
 };
 
+/// A checkpoint of a model outside the classifier zoo (e.g. the language model): the same file,
+/// with the header's "model_kind" naming the family and "model" holding the family's own JSON.
+struct ModuleCheckpointMeta {
+  std::string kind;
+  /// The header's "model" as JSON text (what the family's from_json() reads).
+  std::string model_json;
+  std::string library_version;
+  CheckpointInfo info;
+};
+
+/// Writes `model`'s parameters and buffers with `kind` (not "classifier") and `model_json`.
+void save_module_checkpoint(const std::string& path, const torch::nn::Module& model,
+                            const std::string& kind, const std::string& model_json,
+                            const CheckpointInfo& info = {});
+/// Reads and verifies a module checkpoint's header; throws unless its kind is `kind` (a
+/// classifier checkpoint given here, or a module checkpoint given to read_checkpoint(), is
+/// refused naming what it holds).
+ModuleCheckpointMeta read_module_checkpoint(const std::string& path, const std::string& kind);
+/// Loads a module checkpoint's weights into `model` (every tensor present, same shapes; the
+/// model is left unchanged on error).
+ModuleCheckpointMeta load_module_checkpoint_into(const std::string& path, const std::string& kind,
+                                                 torch::nn::Module& model);
+
 /// Writes `model`'s parameters and buffers (moved to CPU) with its spec and `info` to `path`,
 /// atomically. Throws c10::Error naming the path and the OS error on failure.
 void save_checkpoint(const std::string& path, const ClassifierImpl& model,

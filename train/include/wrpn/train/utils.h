@@ -51,6 +51,12 @@ class Progress {
   double accuracy() const { return images_ ? static_cast<double>(correct_) / images_ : 0.0; }
 
   double interval_s = 2.0;
+  /// What update()'s batch_size counts, in the rate ("img" prints "img/s"; "tok" for tokens).
+  std::string unit = "img";
+  /// Print the accuracy column (off where update()'s `correct` means nothing).
+  bool show_accuracy = true;
+  /// With show_accuracy off: print exp(mean loss) as "ppl" (a language model's perplexity).
+  bool show_perplexity = false;
 
  private:
   void print(bool final);
