@@ -52,7 +52,8 @@ struct Dims {
 };
 
 Tensor param(torch::nn::Module& m, const std::string& name) {
-  Tensor* p = m.named_parameters(false).find(name);
+  const auto params = m.named_parameters(false);
+  const Tensor* p = params.find(name);
   return p ? *p : Tensor();
 }
 

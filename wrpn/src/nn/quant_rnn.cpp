@@ -280,10 +280,13 @@ void reset_rnn_parameters(Impl& m) {
 
 template <typename Impl>
 Tensor effective(const Impl& m, const std::string& name) {
-  const Tensor* w = m.named_parameters(false).find(name);
+  // Copies, not pointers into the temporary dicts named_parameters() and named_buffers() return.
+  const auto params = m.named_parameters(false);
+  const Tensor* w = params.find(name);
   TORCH_CHECK(w != nullptr && name.rfind("weight_", 0) == 0, "no weight matrix named \"", name,
               "\" (expected weight_ih_l<k> or weight_hh_l<k>, k < ", m.options.num_layers(), ")");
-  const Tensor* scale = m.named_buffers(false).find("weight_scale");
+  const auto buffers = m.named_buffers(false);
+  const Tensor* scale = buffers.find("weight_scale");
   return quantize_scaled_weight(*w, *scale, m.options.weight_bits());
 }
 
@@ -357,7 +360,8 @@ Tensor layer_output(const Tensor& seq_major, const Options& o, bool unbatched) {
 
 template <typename Impl>
 Tensor param_or_undefined(const Impl& m, const std::string& name) {
-  const Tensor* p = m.named_parameters(false).find(name);
+  const auto params = m.named_parameters(false);
+  const Tensor* p = params.find(name);
   return p ? *p : Tensor();
 }
 
@@ -418,7 +422,7 @@ std::map<std::string, double> QuantLSTMImpl::weight_zero_fractions() const {
 
 std::tuple<Tensor, std::tuple<Tensor, Tensor>> QuantLSTMImpl::forward(
     const Tensor& input, torch::optional<std::tuple<Tensor, Tensor>> hx) {
-  const Tensor& w0 = named_parameters(false)["weight_ih_l0"];
+  const Tensor w0 = named_parameters(false)["weight_ih_l0"];
   auto [x, unbatched] = sequence_major("QuantLSTM", input, options, w0);
   const int64_t B = x.size(1);
   const Tensor h0 = initial_state("QuantLSTM", "h_0", hx ? std::get<0>(*hx) : Tensor(), options, B,
@@ -471,7 +475,7 @@ std::map<std::string, double> QuantGRUImpl::weight_zero_fractions() const {
 }
 
 std::tuple<Tensor, Tensor> QuantGRUImpl::forward(const Tensor& input, Tensor hx) {
-  const Tensor& w0 = named_parameters(false)["weight_ih_l0"];
+  const Tensor w0 = named_parameters(false)["weight_ih_l0"];
   auto [x, unbatched] = sequence_major("QuantGRU", input, options, w0);
   const Tensor h0 = initial_state("QuantGRU", "h_0", hx, options, x.size(1), unbatched, w0);
   std::vector<Tensor> h_n;
