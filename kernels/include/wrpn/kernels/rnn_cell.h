@@ -3,11 +3,12 @@
 // Marr, arXiv 1710.07706; the rules in spec.md, "Low-precision wide RNNs"): everything after the
 // two matrix products of a step, in one pass, for the CPU loop and the CUDA kernel alike.
 //
-// Exactness: the gate nonlinearities are evaluated in double and rounded to float (the correctly
-// rounded float in all but ~2^-29 of cases, whichever libm computes them), every product and sum
-// is one float operation in the order of the spec's formulas (never contracted into an FMA: the
-// CPU file is compiled with -ffp-contract=off, the CUDA code uses __fmul_rn / __fadd_rn), and the
-// hidden state goes through the WRPN quantizer's own arithmetic (quant_math.h). So the fused
+// Exactness: the gate nonlinearities are evaluated in double (on the CPU with ATen's vectorised
+// SLEEF exp / tanh, 1-ulp in double; on CUDA with its double exp / tanh) and rounded to float (the
+// correctly rounded float in all but ~2^-29 of cases, whichever libm computes them), every product
+// and sum is one float operation in the order of the spec's formulas (never contracted into an FMA:
+// the CPU file is compiled with -ffp-contract=off, the CUDA code uses __fmul_rn / __fadd_rn), and
+// the hidden state goes through the WRPN quantizer's own arithmetic (quant_math.h). So the fused
 // forward gives the bits of the same step written with ATen ops (double sigmoid/tanh cast to
 // float), on the CPU and on CUDA.
 
@@ -78,8 +79,20 @@ WRPN_HD float hidden_pass(float h, const HiddenQuant& q) {
 }
 
 // ---- LSTM (gate order i, f, g, o as torch::nn::LSTM) -------------------------------------------
+// The CPU loop evaluates the nonlinearities of a whole row at once (vectorised, in double: the
+// same values as cell_sigmoid / cell_tanh) and the rest with the functions below; the CUDA kernel
+// runs lstm_forward_element per element. Both share lstm_cell, lstm_hidden and lstm_backward_core.
 // Row b of a step: xg[b] = x_t W_ih^T + b_ih and hg[b] = h_{t-1} W_hh^T + b_hh, each [4H].
 // Saved for the backward: gates = (i, f, g, o) after their nonlinearities [4H], and c_t [H].
+
+/// c_t = f * c_{t-1} + i * g.
+WRPN_HD float lstm_cell(float i, float f, float g, float c_prev) {
+  return add_rn(mul_rn(f, c_prev), mul_rn(i, g));
+}
+/// h_t = Q(o * tanh(c_t)), given tc = tanh(c_t).
+WRPN_HD float lstm_hidden(float o, float tc, const HiddenQuant& q) {
+  return quantize_hidden(mul_rn(o, tc), q);
+}
 
 /// Forward of element (b, j): writes the four activated gates, c_t and the (quantized) h_t.
 WRPN_HD void lstm_forward_element(const float* xg, const float* hg, const float* c_prev,
@@ -90,28 +103,28 @@ WRPN_HD void lstm_forward_element(const float* xg, const float* hg, const float*
   const float f = cell_sigmoid(add_rn(xg[row + H + j], hg[row + H + j]));
   const float g = cell_tanh(add_rn(xg[row + 2 * H + j], hg[row + 2 * H + j]));
   const float o = cell_sigmoid(add_rn(xg[row + 3 * H + j], hg[row + 3 * H + j]));
-  const float c = add_rn(mul_rn(f, c_prev[b * H + j]), mul_rn(i, g));
+  const float c = lstm_cell(i, f, g, c_prev[b * H + j]);
   gates[row + j] = i;
   gates[row + H + j] = f;
   gates[row + 2 * H + j] = g;
   gates[row + 3 * H + j] = o;
   c_out[b * H + j] = c;
-  h_out[b * H + j] = quantize_hidden(mul_rn(o, cell_tanh(c)), q);
+  h_out[b * H + j] = lstm_hidden(o, cell_tanh(c), q);
 }
 
 /// Backward of element (b, j). dh = dL/dh_t (the output's gradient plus the recurrence's, either
 /// pointer may be null), dc = dL/dc_t on entry and dL/dc_{t-1} on return; writes dL/d(pre-gates)
 /// into dgates [4H] (the gradient of both xg and hg).
-WRPN_HD void lstm_backward_element(const float* dh_out, const float* dh_rec, const float* gates,
-                                   const float* c_t, const float* c_prev, float* dc, float* dgates,
-                                   int64_t b, int64_t j, int64_t H, const HiddenQuant& q) {
+/// lstm_backward_element given tc = tanh(c_t) of the element.
+WRPN_HD void lstm_backward_core(const float* dh_out, const float* dh_rec, const float* gates,
+                                float tc, const float* c_prev, float* dc, float* dgates, int64_t b,
+                                int64_t j, int64_t H, const HiddenQuant& q) {
   const int64_t row = b * 4 * H;
   const int64_t k = b * H + j;
   const float i = gates[row + j];
   const float f = gates[row + H + j];
   const float g = gates[row + 2 * H + j];
   const float o = gates[row + 3 * H + j];
-  const float tc = cell_tanh(c_t[k]);
   float dh = (dh_out ? dh_out[k] : 0.0f) + (dh_rec ? dh_rec[k] : 0.0f);
   dh *= hidden_pass(o * tc, q);
   const float dct = dc[k] + dh * o * (1.0f - tc * tc);
@@ -120,6 +133,13 @@ WRPN_HD void lstm_backward_element(const float* dh_out, const float* dh_rec, con
   dgates[row + 2 * H + j] = dct * i * (1.0f - g * g);
   dgates[row + 3 * H + j] = dh * tc * o * (1.0f - o);
   dc[k] = dct * f;
+}
+
+WRPN_HD void lstm_backward_element(const float* dh_out, const float* dh_rec, const float* gates,
+                                   const float* c_t, const float* c_prev, float* dc, float* dgates,
+                                   int64_t b, int64_t j, int64_t H, const HiddenQuant& q) {
+  lstm_backward_core(dh_out, dh_rec, gates, cell_tanh(c_t[b * H + j]), c_prev, dc, dgates, b, j, H,
+                     q);
 }
 
 // ---- GRU (gate order r, z, n as torch::nn::GRU) ------------------------------------------------
@@ -131,6 +151,9 @@ WRPN_HD float gru_hidden(float z, float n, float h_prev) {
   return add_rn(mul_rn(sub_rn(1.0f, z), n), mul_rn(z, h_prev));
 }
 
+/// The pre-activation of n: xn + r * hn.
+WRPN_HD float gru_n_input(float xn, float r, float hn) { return add_rn(xn, mul_rn(r, hn)); }
+
 WRPN_HD void gru_forward_element(const float* xg, const float* hg, const float* h_prev,
                                  float* gates, float* h_out, int64_t b, int64_t j, int64_t H,
                                  const HiddenQuant& q) {
@@ -138,7 +161,7 @@ WRPN_HD void gru_forward_element(const float* xg, const float* hg, const float* 
   const float r = cell_sigmoid(add_rn(xg[row + j], hg[row + j]));
   const float z = cell_sigmoid(add_rn(xg[row + H + j], hg[row + H + j]));
   const float hn = hg[row + 2 * H + j];
-  const float n = cell_tanh(add_rn(xg[row + 2 * H + j], mul_rn(r, hn)));
+  const float n = cell_tanh(gru_n_input(xg[row + 2 * H + j], r, hn));
   const int64_t s = b * 4 * H;
   gates[s + j] = r;
   gates[s + H + j] = z;
