@@ -108,9 +108,8 @@ Row run_config(const Config& k, const torch::Device& device, int rounds) {
   std::shared_ptr<torch::nn::Module> ref, wrpn_layer;
   std::function<Tensor(const Tensor&)> ref_fwd, wrpn_fwd;
   double scale = 0;
-  if (k.cell == "lstm") {
-    torch::nn::LSTM r(torch::nn::LSTMOptions(H, H));
-    wrpn::nn::QuantLSTM q(wrpn::nn::QuantLSTMOptions(H, H).weight_bits(k.bits).hidden_bits(k.bits));
+  // The reference and the wrpn layer of one cell kind, at the same sizes and on one device.
+  const auto make = [&](auto r, auto q) {
     r->to(device);
     q->to(device);
     ref = r.ptr();
@@ -118,16 +117,15 @@ Row run_config(const Config& k, const torch::Device& device, int rounds) {
     scale = q->weight_scale();
     ref_fwd = [r](const Tensor& x) mutable { return std::get<0>(r->forward(x)); };
     wrpn_fwd = [q](const Tensor& x) mutable { return std::get<0>(q->forward(x)); };
+  };
+  if (k.cell == "lstm") {  // constructed in this order: the same initial weights every run
+    torch::nn::LSTM r(torch::nn::LSTMOptions(H, H));
+    wrpn::nn::QuantLSTM q(wrpn::nn::QuantLSTMOptions(H, H).weight_bits(k.bits).hidden_bits(k.bits));
+    make(r, q);
   } else {
     torch::nn::GRU r(torch::nn::GRUOptions(H, H));
     wrpn::nn::QuantGRU q(wrpn::nn::QuantGRUOptions(H, H).weight_bits(k.bits).hidden_bits(k.bits));
-    r->to(device);
-    q->to(device);
-    ref = r.ptr();
-    wrpn_layer = q.ptr();
-    scale = q->weight_scale();
-    ref_fwd = [r](const Tensor& x) mutable { return std::get<0>(r->forward(x)); };
-    wrpn_fwd = [q](const Tensor& x) mutable { return std::get<0>(q->forward(x)); };
+    make(r, q);
   }
   auto comp_fwd = [&](const Tensor& x) {
     return composite_layer(*wrpn_layer, k.cell, x, k.bits, scale);

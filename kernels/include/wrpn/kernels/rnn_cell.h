@@ -199,42 +199,37 @@ WRPN_HD void gru_backward_element(const float* dh_out, const float* dh_rec, cons
 
 }  // namespace wrpn::kernels
 
+// Launchers of one step on contiguous float tensors of one device. wrpn::rnn's pick the CPU loop
+// or the CUDA kernel by the tensors' device; wrpn::cuda's are the CUDA kernels behind them
+// (kernels/cuda/rnn_cell_cuda.cu). Shapes: B rows, hidden size H; undefined optional tensors are
+// zero.
+//   lstm_step_forward:  xg, hg [B, 4H]; c_prev [B, H] -> gates [B, 4H], c [B, H], h [B, H].
+//   lstm_step_backward: dh_out, dh_rec [B, H] (either may be undefined); dc [B, H] in/out;
+//                       -> dgates [B, 4H].
+//   gru_step_forward:   xg, hg [B, 3H]; h_prev [B, H] -> gates [B, 4H] (r, z, n, hn), h [B, H].
+//   gru_step_backward:  -> dxg, dhg [B, 3H], dh_direct [B, H].
+#define WRPN_RNN_STEP_LAUNCHERS                                                                    \
+  void lstm_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& c_prev,     \
+                         const at::Tensor& gates, const at::Tensor& c, const at::Tensor& h,        \
+                         const kernels::HiddenQuant& q);                                           \
+  void lstm_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec,                      \
+                          const at::Tensor& gates, const at::Tensor& c_t,                          \
+                          const at::Tensor& c_prev, const at::Tensor& dc,                          \
+                          const at::Tensor& dgates, const kernels::HiddenQuant& q);                \
+  void gru_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& h_prev,      \
+                        const at::Tensor& gates, const at::Tensor& h,                              \
+                        const kernels::HiddenQuant& q);                                            \
+  void gru_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec,                       \
+                         const at::Tensor& gates, const at::Tensor& h_prev, const at::Tensor& dxg, \
+                         const at::Tensor& dhg, const at::Tensor& dh_direct,                       \
+                         const kernels::HiddenQuant& q);
+
 namespace wrpn::rnn {
-
-// Launchers of one step on contiguous float tensors of one device (CPU loop or CUDA kernel, by
-// the tensors' device). Shapes: B rows, hidden size H; null/undefined optional tensors are zero.
-
-/// xg, hg [B, 4H]; c_prev [B, H] -> gates [B, 4H], c [B, H], h [B, H].
-void lstm_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& c_prev,
-                       const at::Tensor& gates, const at::Tensor& c, const at::Tensor& h,
-                       const kernels::HiddenQuant& q);
-/// dh_out, dh_rec [B, H] (either may be undefined); dc [B, H] in/out; -> dgates [B, 4H].
-void lstm_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec, const at::Tensor& gates,
-                        const at::Tensor& c_t, const at::Tensor& c_prev, const at::Tensor& dc,
-                        const at::Tensor& dgates, const kernels::HiddenQuant& q);
-/// xg, hg [B, 3H]; h_prev [B, H] -> gates [B, 4H] (r, z, n, hn), h [B, H].
-void gru_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& h_prev,
-                      const at::Tensor& gates, const at::Tensor& h, const kernels::HiddenQuant& q);
-/// -> dxg, dhg [B, 3H], dh_direct [B, H].
-void gru_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec, const at::Tensor& gates,
-                       const at::Tensor& h_prev, const at::Tensor& dxg, const at::Tensor& dhg,
-                       const at::Tensor& dh_direct, const kernels::HiddenQuant& q);
-
+WRPN_RNN_STEP_LAUNCHERS
 }  // namespace wrpn::rnn
 
 #if defined(WRPN_WITH_CUDA)
 namespace wrpn::cuda {
-// The CUDA kernels behind the launchers above (kernels/cuda/rnn_cell_cuda.cu).
-void lstm_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& c_prev,
-                       const at::Tensor& gates, const at::Tensor& c, const at::Tensor& h,
-                       const kernels::HiddenQuant& q);
-void lstm_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec, const at::Tensor& gates,
-                        const at::Tensor& c_t, const at::Tensor& c_prev, const at::Tensor& dc,
-                        const at::Tensor& dgates, const kernels::HiddenQuant& q);
-void gru_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& h_prev,
-                      const at::Tensor& gates, const at::Tensor& h, const kernels::HiddenQuant& q);
-void gru_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec, const at::Tensor& gates,
-                       const at::Tensor& h_prev, const at::Tensor& dxg, const at::Tensor& dhg,
-                       const at::Tensor& dh_direct, const kernels::HiddenQuant& q);
+WRPN_RNN_STEP_LAUNCHERS
 }  // namespace wrpn::cuda
 #endif
