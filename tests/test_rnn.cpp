@@ -15,6 +15,8 @@
 #include <tuple>
 #include <vector>
 
+#include "quant_reference.h"
+
 namespace {
 
 using Catch::Contains;
@@ -265,6 +267,21 @@ TEST_CASE("QuantGRU forward is bit-exact and BPTT gradients match the ATen compo
   for (const auto& k : cases) run_gru_case(k);
   for (int64_t bits = 2; bits <= 16; bits += 3) {
     run_gru_case({3, 6, 1, 4, 2, bits, bits, true, false, true});
+  }
+}
+
+TEST_CASE("the fused cell is bit-exact on every CPU kernel build, across vector chunks and tails",
+          "[rnn][cpu]") {
+  // H = 300: each gate block spans two 256-element chunks of the vectorised nonlinearities and
+  // ends in a partial vector; H = 37 and 1: tails only.
+  const wrpn_test::CapabilityReset reset;
+  for (const auto& cap : wrpn_test::supported_capabilities()) {
+    wrpn::set_cpu_kernel_capability(cap);
+    INFO("capability " << cap);
+    run_lstm_case({3, 300, 1, 2, 2, 4, 4, true, false, true});
+    run_lstm_case({2, 37, 2, 3, 3, 2, 2, true, false, true});
+    run_gru_case({3, 300, 1, 2, 2, 4, 4, true, false, true});
+    run_gru_case({1, 1, 1, 3, 2, 3, 32, false, false, true});
   }
 }
 
