@@ -157,17 +157,27 @@ struct LstmCase {
   bool with_state, batch_first, bias;
 };
 
+std::ostream& operator<<(std::ostream& os, const LstmCase& k) {
+  return os << "in " << k.in << " H " << k.hidden << " L " << k.layers << " T " << k.T << " B "
+            << k.B << " bits " << k.wbits << "/" << k.hbits << " state " << k.with_state
+            << " batch_first " << k.batch_first << " bias " << k.bias;
+}
+
+/// QuantLSTMOptions / QuantGRUOptions for a case.
+template <typename Options>
+Options case_options(const LstmCase& k) {
+  return Options(k.in, k.hidden)
+      .num_layers(k.layers)
+      .weight_bits(k.wbits)
+      .hidden_bits(k.hbits)
+      .batch_first(k.batch_first)
+      .bias(k.bias);
+}
+
 void run_lstm_case(const LstmCase& k) {
-  INFO("in " << k.in << " H " << k.hidden << " L " << k.layers << " T " << k.T << " B " << k.B
-             << " bits " << k.wbits << "/" << k.hbits << " state " << k.with_state
-             << " batch_first " << k.batch_first << " bias " << k.bias);
+  INFO("LSTM " << k);
   torch::manual_seed(7 + k.hidden + k.wbits);
-  wrpn::nn::QuantLSTM m(wrpn::nn::QuantLSTMOptions(k.in, k.hidden)
-                            .num_layers(k.layers)
-                            .weight_bits(k.wbits)
-                            .hidden_bits(k.hbits)
-                            .batch_first(k.batch_first)
-                            .bias(k.bias));
+  wrpn::nn::QuantLSTM m(case_options<wrpn::nn::QuantLSTMOptions>(k));
   const double a = m->weight_scale();
   Tensor x = torch::randn({k.T, k.B, k.in}).requires_grad_(true);
   Tensor h0 = (torch::rand({k.layers, k.B, k.hidden}) * 2 - 1).requires_grad_(true);
@@ -226,16 +236,9 @@ TEST_CASE("QuantLSTM at every bit width 2..16 matches the composite", "[rnn]") {
 // ---- GRU ----------------------------------------------------------------------------------------
 
 void run_gru_case(const LstmCase& k) {
-  INFO("GRU in " << k.in << " H " << k.hidden << " L " << k.layers << " T " << k.T << " B " << k.B
-                 << " bits " << k.wbits << "/" << k.hbits << " state " << k.with_state
-                 << " batch_first " << k.batch_first << " bias " << k.bias);
+  INFO("GRU " << k);
   torch::manual_seed(3 + k.hidden + k.hbits);
-  wrpn::nn::QuantGRU m(wrpn::nn::QuantGRUOptions(k.in, k.hidden)
-                           .num_layers(k.layers)
-                           .weight_bits(k.wbits)
-                           .hidden_bits(k.hbits)
-                           .batch_first(k.batch_first)
-                           .bias(k.bias));
+  wrpn::nn::QuantGRU m(case_options<wrpn::nn::QuantGRUOptions>(k));
   const double a = m->weight_scale();
   Tensor x = torch::randn({k.T, k.B, k.in}).requires_grad_(true);
   Tensor h0 = (torch::rand({k.layers, k.B, k.hidden}) * 2 - 1).requires_grad_(true);
