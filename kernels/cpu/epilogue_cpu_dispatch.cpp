@@ -1,7 +1,5 @@
 // Picks the epilogue build of the CPU kernel table in use (wrpn::cpu::kernel_table()).
 
-#include <cstring>
-
 #include "wrpn/kernels/epilogue.h"
 #include "wrpn/kernels/quantize_cpu.h"
 
@@ -21,10 +19,7 @@ namespace wrpn::kernels {
 
 void epilogue_cpu(const EpilogueArgs& p) {
   if (p.rows == 0 || p.channels == 0) return;
-  const char* name = cpu::kernel_table().name;
-  if (std::strcmp(name, "AVX512") == 0) return cpu::AVX512::epilogue(p);
-  if (std::strcmp(name, "AVX2") == 0) return cpu::AVX2::epilogue(p);
-  cpu::DEFAULT::epilogue(p);
+  cpu::for_table_in_use(&cpu::DEFAULT::epilogue, &cpu::AVX2::epilogue, &cpu::AVX512::epilogue)(p);
 }
 
 }  // namespace wrpn::kernels

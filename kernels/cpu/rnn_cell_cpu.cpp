@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -42,21 +43,24 @@ struct Activations {
 /// The capability build of the kernel table in use (ATEN_CPU_CAPABILITY, the CPU, or
 /// wrpn::set_cpu_kernel_capability), looked up per step.
 Activations activations() {
-  const char* name = cpu::kernel_table().name;
-  if (std::strcmp(name, "AVX512") == 0)
-    return Activations{cpu::AVX512::sigmoid_inplace, cpu::AVX512::tanh_inplace};
-  if (std::strcmp(name, "AVX2") == 0)
-    return Activations{cpu::AVX2::sigmoid_inplace, cpu::AVX2::tanh_inplace};
-  return Activations{cpu::DEFAULT::sigmoid_inplace, cpu::DEFAULT::tanh_inplace};
+  return cpu::for_table_in_use(
+      Activations{cpu::DEFAULT::sigmoid_inplace, cpu::DEFAULT::tanh_inplace},
+      Activations{cpu::AVX2::sigmoid_inplace, cpu::AVX2::tanh_inplace},
+      Activations{cpu::AVX512::sigmoid_inplace, cpu::AVX512::tanh_inplace});
 }
 
-/// f(b) for every row b of a step, rows split into parallel tasks of about kGrain elements.
+/// f(begin, end) over the rows of a step, split into parallel tasks of about kGrain elements.
+template <typename F>
+void for_row_ranges(int64_t B, int64_t H, F&& f) {
+  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / std::max<int64_t>(H, 1)), f);
+}
+
+/// f(b) for every row b of a step.
 template <typename F>
 void for_each_row(int64_t B, int64_t H, F&& f) {
-  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / std::max<int64_t>(H, 1)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t b = begin; b < end; ++b) f(b);
-                   });
+  for_row_ranges(B, H, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) f(b);
+  });
 }
 
 template <typename F>
@@ -134,17 +138,16 @@ void lstm_step_backward(const at::Tensor& dh_out, const at::Tensor& dh_rec, cons
   float* dcp = dc.data_ptr<float>();
   float* dg = dgates.data_ptr<float>();
   const Activations act = activations();
-  at::parallel_for(0, B, std::max<int64_t>(1, kGrain / std::max<int64_t>(H, 1)),
-                   [&](int64_t begin, int64_t end) {
-                     std::vector<float> tc(static_cast<size_t>(H));
-                     for (int64_t b = begin; b < end; ++b) {
-                       std::memcpy(tc.data(), ct + b * H, static_cast<size_t>(H) * sizeof(float));
-                       act.tanh(tc.data(), H);
-                       for (int64_t j = 0; j < H; ++j)
-                         kernels::lstm_backward_core(dho, dhr, g, tc[static_cast<size_t>(j)], cp,
-                                                     dcp, dg, b, j, H, q);
-                     }
-                   });
+  for_row_ranges(B, H, [&](int64_t begin, int64_t end) {
+    std::vector<float> tc(static_cast<size_t>(H));  // tanh(c_t) of a row
+    for (int64_t b = begin; b < end; ++b) {
+      std::memcpy(tc.data(), ct + b * H, static_cast<size_t>(H) * sizeof(float));
+      act.tanh(tc.data(), H);
+      for (int64_t j = 0; j < H; ++j)
+        kernels::lstm_backward_core(dho, dhr, g, tc[static_cast<size_t>(j)], cp, dcp, dg, b, j, H,
+                                    q);
+    }
+  });
 }
 
 void gru_step_forward(const at::Tensor& xg, const at::Tensor& hg, const at::Tensor& h_prev,
